@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: unit tests, and integration tests against a real Postgres
+# and the real default model through mistralrs (including the official OpenAI Python SDK).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+export DATABASE_URL="postgres://postgres@127.0.0.1:5432/srlm_test"
+scripts/fetch-model.sh
+scripts/postgres.sh srlm_test
+python3 -c 'import openai' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'openai>=1.40'
+cargo test --release "$@"

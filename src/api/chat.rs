@@ -1,0 +1,295 @@
+//! `POST /v1/chat/completions`.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::ErrorBody;
+use super::logprobs::ChatLogprobs;
+use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
+use super::{stream, ApiError, ApiJson, AppState};
+use crate::engine::{self, ChatMessage, Prompt};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(chat_completions))
+}
+
+/// A chat message in a request.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct RequestMessage {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// The text, or a list of content parts of which only `text` parts are supported.
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+/// A content part; srlm serves text models, so `type` must be `text`.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// Options for streamed responses.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+pub struct StreamOptions {
+    /// Send a last chunk with the token usage of the whole request.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// An OpenAI chat-completion request. Unknown fields are ignored.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    /// The served model's name, or `current`.
+    pub model: String,
+    /// The conversation so far; at least one message.
+    pub messages: Vec<RequestMessage>,
+    /// Sampling temperature, 0 to 2 (0 = greedy). Default 1.
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass, in (0, 1]. Default 1.
+    pub top_p: Option<f64>,
+    /// Keep only the k most likely tokens (0 = off). Extension, as in vLLM.
+    pub top_k: Option<i64>,
+    /// Number of choices, 1 to the server's limit (default 16).
+    pub n: Option<i64>,
+    /// Deprecated alias of `max_completion_tokens`.
+    pub max_tokens: Option<i64>,
+    /// Most tokens to generate per choice, 1 to the server's limit.
+    pub max_completion_tokens: Option<i64>,
+    /// Up to 4 stop sequences.
+    pub stop: Option<Stop>,
+    /// Seed for reproducible sampling; choice i uses seed + i.
+    pub seed: Option<i64>,
+    /// Return the log-prob of each generated token.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// With `logprobs`, also the 0 to 20 most likely tokens at each position.
+    pub top_logprobs: Option<i64>,
+    /// Stream the answer as server-sent events, ending with `data: [DONE]`.
+    #[serde(default)]
+    pub stream: bool,
+    pub stream_options: Option<StreamOptions>,
+}
+
+/// A chat request that passed validation.
+#[derive(Debug, Clone)]
+pub struct ValidChatRequest {
+    pub messages: Vec<ChatMessage>,
+    pub sampling: ValidSampling,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+impl ChatCompletionRequest {
+    pub fn validate(self, state: &AppState) -> Result<ValidChatRequest, ApiError> {
+        state.check_model(&self.model)?;
+        if self.messages.is_empty() {
+            return Err(ApiError::field("messages", "messages must contain at least 1 message, got 0"));
+        }
+        let messages = self
+            .messages
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| validate_message(i, m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let logprobs = top_logprobs(self.logprobs, self.top_logprobs, state.limits.max_top_logprobs)?;
+        let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
+            (Some(v), _) => Some(("max_completion_tokens", v)),
+            (None, Some(v)) => Some(("max_tokens", v)),
+            (None, None) => None,
+        };
+        let input = SamplingInput {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            n: self.n,
+            max_tokens,
+            seed: self.seed,
+            stop: self.stop,
+            logprobs,
+        };
+        let sampling = sampling::validate(input, &state.limits, SamplingDefaults::OPENAI)?;
+        Ok(ValidChatRequest {
+            messages,
+            sampling,
+            stream: self.stream,
+            include_usage: self.stream_options.is_some_and(|o| o.include_usage),
+        })
+    }
+}
+
+fn validate_message(index: usize, message: RequestMessage) -> Result<ChatMessage, ApiError> {
+    if !ROLES.contains(&message.role.as_str()) {
+        return Err(ApiError::field(
+            format!("messages[{index}].role"),
+            format!("messages[{index}].role must be one of {}, got `{}`", ROLES.join(", "), message.role),
+        ));
+    }
+    let content = match message.content {
+        None => String::new(),
+        Some(MessageContent::Text(text)) => text,
+        Some(MessageContent::Parts(parts)) => {
+            let mut text = String::new();
+            for (j, part) in parts.into_iter().enumerate() {
+                match (part.kind.as_str(), part.text) {
+                    ("text", Some(t)) => text.push_str(&t),
+                    (kind, _) => {
+                        return Err(ApiError::field(
+                            format!("messages[{index}].content[{j}]"),
+                            format!("messages[{index}].content[{j}]: only `text` parts with a `text` field are supported, got `{kind}`"),
+                        ))
+                    }
+                }
+            }
+            text
+        }
+    };
+    Ok(ChatMessage { role: message.role, content })
+}
+
+/// `logprobs` + `top_logprobs` → how many alternatives to report (`None`: no log-probs).
+fn top_logprobs(logprobs: bool, top: Option<i64>, max: usize) -> Result<Option<usize>, ApiError> {
+    match (logprobs, top) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(ApiError::field("top_logprobs", "top_logprobs requires logprobs to be true")),
+        (true, top) => {
+            let top = top.unwrap_or(0);
+            if top < 0 || top > max as i64 {
+                return Err(ApiError::field("top_logprobs", format!("top_logprobs must be between 0 and {max}, got {top}")));
+            }
+            Ok(Some(top as usize))
+        }
+    }
+}
+
+/// The assistant's message in a choice.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResponseMessage {
+    /// Always `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChatChoice {
+    pub index: usize,
+    pub message: ResponseMessage,
+    /// Present when the request asked for `logprobs`.
+    pub logprobs: Option<ChatLogprobs>,
+    /// `stop` (end of sequence or a stop sequence) or `length` (`max_tokens` reached).
+    pub finish_reason: String,
+}
+
+/// Token counts of a request.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+pub struct Usage {
+    /// Prompt tokens (counted once per choice the engine prefilled).
+    pub prompt_tokens: usize,
+    /// Generated tokens over all choices.
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl Usage {
+    pub fn add(&mut self, finish: &engine::Finish) {
+        self.prompt_tokens = self.prompt_tokens.max(finish.prompt_tokens);
+        self.completion_tokens += finish.completion_tokens;
+        self.total_tokens = self.prompt_tokens + self.completion_tokens;
+    }
+}
+
+/// An OpenAI chat completion.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionResponse {
+    pub id: String,
+    /// Always `chat.completion`.
+    pub object: String,
+    /// Unix time in seconds.
+    pub created: i64,
+    /// The model that answered.
+    pub model: String,
+    pub choices: Vec<ChatChoice>,
+    pub usage: Usage,
+}
+
+/// Chat completion (OpenAI-compatible)
+///
+/// Answers a conversation; with `stream: true` the answer arrives as server-sent
+/// `chat.completion.chunk` events ending with `data: [DONE]`.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "The completion (or an SSE stream of chunks when `stream` is true)", body = ChatCompletionResponse),
+        (status = 400, description = "Invalid field; the message names the field and the limit", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 413, description = "Body larger than the server's limit", body = ErrorBody),
+        (status = 415, description = "Body is not JSON", body = ErrorBody),
+        (status = 429, description = "Too many requests in flight; retry after the `Retry-After` seconds", body = ErrorBody),
+        (status = 500, description = "Internal error", body = ErrorBody),
+    )
+)]
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let permit = state.admit()?;
+    let request = request.validate(&state)?;
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let model = state.engine.info().name.clone();
+    let prompt = Prompt::Chat(request.messages);
+    let generations: Vec<_> = (0..request.sampling.n).map(|i| request.sampling.generation(prompt.clone(), i)).collect();
+
+    if request.stream {
+        let meta = stream::StreamMeta { id, model, include_usage: request.include_usage, kind: stream::StreamKind::Chat };
+        return Ok(stream::sse(state.engine.clone(), generations, meta, permit).into_response());
+    }
+
+    let engine = state.engine.clone();
+    let completions =
+        futures::future::try_join_all(generations.into_iter().map(|g| engine::complete(engine.as_ref(), g))).await?;
+    drop(permit);
+    let mut usage = Usage::default();
+    let choices = completions
+        .into_iter()
+        .enumerate()
+        .map(|(index, c)| {
+            let finish = c.finish.expect("complete() returns a finish");
+            usage.add(&finish);
+            ChatChoice {
+                index,
+                message: ResponseMessage { role: "assistant".into(), content: c.text },
+                logprobs: request.sampling.config.logprobs.map(|_| ChatLogprobs::from_tokens(&c.logprobs)),
+                finish_reason: finish.reason.as_openai().into(),
+            }
+        })
+        .collect();
+    tracing::Span::current().record("tokens", usage.completion_tokens);
+    let response = ChatCompletionResponse {
+        id,
+        object: "chat.completion".into(),
+        created: chrono::Utc::now().timestamp(),
+        model,
+        choices,
+        usage,
+    };
+    Ok(axum::Json(response).into_response())
+}

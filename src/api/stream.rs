@@ -1,0 +1,231 @@
+//! Server-sent events for streamed chat and text completions (OpenAI's chunk format,
+//! ending with `data: [DONE]`).
+//!
+//! Each choice is its own generation; their events are merged as they come. The
+//! admission permit lives as long as the stream; when the client goes away the stream
+//! is dropped and with it every generation, which the engine then cancels.
+
+use std::convert::Infallible;
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::OwnedSemaphorePermit;
+use utoipa::ToSchema;
+
+use super::chat::Usage;
+use super::logprobs::{ChatLogprobs, CompletionLogprobs};
+use super::ApiError;
+use crate::engine::{Event, Generation, SharedEngine};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StreamKind {
+    Chat,
+    Completion,
+}
+
+pub struct StreamMeta {
+    pub id: String,
+    pub model: String,
+    pub include_usage: bool,
+    pub kind: StreamKind,
+}
+
+/// What a chunk's choice adds to the message.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct Delta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChatChunkChoice {
+    pub index: usize,
+    pub delta: Delta,
+    pub logprobs: Option<ChatLogprobs>,
+    pub finish_reason: Option<String>,
+}
+
+/// One `chat.completion.chunk` event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ChatCompletionChunk {
+    pub id: String,
+    /// Always `chat.completion.chunk`.
+    pub object: String,
+    pub created: i64,
+    pub model: String,
+    pub choices: Vec<ChatChunkChoice>,
+    /// Only in the last chunk, when `stream_options.include_usage` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CompletionChunkChoice {
+    pub index: usize,
+    pub text: String,
+    pub logprobs: Option<CompletionLogprobs>,
+    pub finish_reason: Option<String>,
+}
+
+/// One streamed `text_completion` event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CompletionChunk {
+    pub id: String,
+    /// Always `text_completion`.
+    pub object: String,
+    pub created: i64,
+    pub model: String,
+    pub choices: Vec<CompletionChunkChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// One choice's step in the stream, before it is shaped for the endpoint.
+struct Step {
+    index: usize,
+    role: bool,
+    text: Option<String>,
+    logprobs: Option<Vec<crate::engine::TokenLogprob>>,
+    finish: Option<String>,
+}
+
+struct Shaper {
+    meta: StreamMeta,
+    created: i64,
+    want_logprobs: bool,
+    /// Characters already sent per choice (completion log-prob offsets).
+    sent_chars: Vec<usize>,
+}
+
+impl Shaper {
+    fn step(&mut self, s: Step) -> SseEvent {
+        let json = match self.meta.kind {
+            StreamKind::Chat => serde_json::to_string(&ChatCompletionChunk {
+                id: self.meta.id.clone(),
+                object: "chat.completion.chunk".into(),
+                created: self.created,
+                model: self.meta.model.clone(),
+                choices: vec![ChatChunkChoice {
+                    index: s.index,
+                    delta: Delta { role: s.role.then(|| "assistant".into()), content: s.text },
+                    logprobs: s.logprobs.filter(|_| self.want_logprobs).map(|t| ChatLogprobs::from_tokens(&t)),
+                    finish_reason: s.finish,
+                }],
+                usage: None,
+            }),
+            StreamKind::Completion => {
+                let offset = self.sent_chars[s.index];
+                let text = s.text.unwrap_or_default();
+                self.sent_chars[s.index] += text.chars().count();
+                serde_json::to_string(&CompletionChunk {
+                    id: self.meta.id.clone(),
+                    object: "text_completion".into(),
+                    created: self.created,
+                    model: self.meta.model.clone(),
+                    choices: vec![CompletionChunkChoice {
+                        index: s.index,
+                        text,
+                        logprobs: s
+                            .logprobs
+                            .filter(|_| self.want_logprobs)
+                            .map(|t| CompletionLogprobs::from_tokens(&t, offset)),
+                        finish_reason: s.finish,
+                    }],
+                    usage: None,
+                })
+            }
+        };
+        SseEvent::default().data(json.expect("chunks serialise"))
+    }
+
+    fn usage(&self, usage: Usage) -> SseEvent {
+        let json = match self.meta.kind {
+            StreamKind::Chat => serde_json::to_string(&ChatCompletionChunk {
+                id: self.meta.id.clone(),
+                object: "chat.completion.chunk".into(),
+                created: self.created,
+                model: self.meta.model.clone(),
+                choices: vec![],
+                usage: Some(usage),
+            }),
+            StreamKind::Completion => serde_json::to_string(&CompletionChunk {
+                id: self.meta.id.clone(),
+                object: "text_completion".into(),
+                created: self.created,
+                model: self.meta.model.clone(),
+                choices: vec![],
+                usage: Some(usage),
+            }),
+        };
+        SseEvent::default().data(json.expect("chunks serialise"))
+    }
+}
+
+/// Streams the choices of one request. `generations[i]` is choice `i`.
+pub fn sse(
+    engine: SharedEngine,
+    generations: Vec<Generation>,
+    meta: StreamMeta,
+    permit: OwnedSemaphorePermit,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let n = generations.len();
+    let want_logprobs = generations.first().is_some_and(|g| g.sampling.logprobs.is_some());
+    let choices = generations.into_iter().enumerate().map(|(index, generation)| {
+        let engine = engine.clone();
+        Box::pin(async_stream::stream! {
+            match engine.generate(generation).await {
+                Ok(mut events) => {
+                    while let Some(event) = events.recv().await {
+                        yield (index, event);
+                    }
+                }
+                Err(err) => yield (index, Err(err)),
+            }
+        })
+    });
+    let mut merged = futures::stream::select_all(choices);
+    let include_usage = meta.include_usage;
+    let chat = meta.kind == StreamKind::Chat;
+    let mut shaper = Shaper { meta, created: chrono::Utc::now().timestamp(), want_logprobs, sent_chars: vec![0; n] };
+
+    let body = async_stream::stream! {
+        let _permit = permit;
+        if chat {
+            for index in 0..n {
+                yield Ok(shaper.step(Step { index, role: true, text: Some(String::new()), logprobs: None, finish: None }));
+            }
+        }
+        let mut usage = Usage::default();
+        while let Some((index, event)) = merged.next().await {
+            match event {
+                Ok(Event::Delta { text, logprobs }) => {
+                    yield Ok(shaper.step(Step { index, role: false, text: Some(text), logprobs: Some(logprobs), finish: None }));
+                }
+                Ok(Event::Done(finish)) => {
+                    usage.add(&finish);
+                    let step = Step {
+                        index,
+                        role: false,
+                        text: (!chat).then(String::new),
+                        logprobs: None,
+                        finish: Some(finish.reason.as_openai().into()),
+                    };
+                    yield Ok(shaper.step(step));
+                }
+                Err(err) => {
+                    let body = ApiError::from(err).body();
+                    yield Ok(SseEvent::default().data(serde_json::to_string(&body).expect("errors serialise")));
+                    break;
+                }
+            }
+        }
+        if include_usage {
+            yield Ok(shaper.usage(usage));
+        }
+        yield Ok(SseEvent::default().data("[DONE]"));
+    };
+    Sse::new(body).keep_alive(KeepAlive::default())
+}

@@ -1,0 +1,200 @@
+//! `srlm bench`: a load generator for a running server (ours or any OpenAI-compatible
+//! one). Sends streamed chat requests at fixed concurrency levels and reports completion
+//! tokens/s, requests/s, time to first token and latency percentiles. Bounded in
+//! requests and time; meant for loopback targets.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::cli::BenchArgs;
+
+const DEFAULT_PROMPTS: [&str; 8] = [
+    "Give one tip for learning to cook.",
+    "Explain what a hash map is.",
+    "How do I keep basil alive?",
+    "Why is the sea salty?",
+    "Write a haiku about autumn rain.",
+    "What is the difference between weather and climate?",
+    "Suggest a name for a small bakery and say why.",
+    "How does a bicycle stay upright?",
+];
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelResult {
+    pub label: String,
+    pub concurrency: usize,
+    pub requests: usize,
+    pub errors: usize,
+    pub completion_tokens: usize,
+    pub wall_s: f64,
+    pub tokens_per_s: f64,
+    pub requests_per_s: f64,
+    pub latency_p50_s: f64,
+    pub latency_p95_s: f64,
+    pub latency_p99_s: f64,
+    pub ttft_p50_s: f64,
+    pub ttft_p99_s: f64,
+}
+
+struct Sample {
+    latency: Duration,
+    ttft: Duration,
+    tokens: usize,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let prompts: Vec<String> =
+        if args.prompt.is_empty() { DEFAULT_PROMPTS.iter().map(|s| s.to_string()).collect() } else { args.prompt.clone() };
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(args.time_limit_s)).build()?;
+    let mut results = Vec::new();
+    println!(
+        "{:>11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "concurrency", "requests", "errors", "tokens/s", "req/s", "p50 s", "p95 s", "p99 s", "ttft p50"
+    );
+    for &concurrency in &args.concurrency {
+        let r = level(&client, &args, &prompts, concurrency).await?;
+        println!(
+            "{:>11} {:>8} {:>6} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2}",
+            r.concurrency, r.requests, r.errors, r.tokens_per_s, r.requests_per_s, r.latency_p50_s, r.latency_p95_s,
+            r.latency_p99_s, r.ttft_p50_s
+        );
+        results.push(r);
+    }
+    if let Some(path) = &args.out {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], concurrency: usize) -> anyhow::Result<LevelResult> {
+    let total = args.requests.max(concurrency);
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.time_limit_s);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (client, next, prompts) = (client.clone(), next.clone(), prompts.to_vec());
+            let (url, model, max_tokens, temperature) =
+                (format!("{}/v1/chat/completions", args.url), args.model.clone(), args.max_tokens, args.temperature);
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                let mut errors = 0;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total || Instant::now() > deadline {
+                        break;
+                    }
+                    let body = serde_json::json!({
+                        "model": model,
+                        "messages": [{"role": "user", "content": prompts[i % prompts.len()]}],
+                        "max_tokens": max_tokens,
+                        "temperature": temperature,
+                        "seed": i,
+                        "stream": true,
+                        "stream_options": {"include_usage": true},
+                    });
+                    match one_request(&client, &url, &body).await {
+                        Ok(sample) => samples.push(sample),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "request failed");
+                            errors += 1;
+                        }
+                    }
+                }
+                (samples, errors)
+            })
+        })
+        .collect();
+    let mut samples = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        let (s, e) = w.await?;
+        samples.extend(s);
+        errors += e;
+    }
+    let wall = start.elapsed().as_secs_f64();
+    let tokens: usize = samples.iter().map(|s| s.tokens).sum();
+    let mut latencies: Vec<f64> = samples.iter().map(|s| s.latency.as_secs_f64()).collect();
+    let mut ttfts: Vec<f64> = samples.iter().map(|s| s.ttft.as_secs_f64()).collect();
+    Ok(LevelResult {
+        label: args.label.clone(),
+        concurrency,
+        requests: samples.len(),
+        errors,
+        completion_tokens: tokens,
+        wall_s: wall,
+        tokens_per_s: tokens as f64 / wall,
+        requests_per_s: samples.len() as f64 / wall,
+        latency_p50_s: percentile(&mut latencies, 0.50),
+        latency_p95_s: percentile(&mut latencies, 0.95),
+        latency_p99_s: percentile(&mut latencies, 0.99),
+        ttft_p50_s: percentile(&mut ttfts, 0.50),
+        ttft_p99_s: percentile(&mut ttfts, 0.99),
+    })
+}
+
+/// One streamed request: time to the first content, total time, completion tokens
+/// (from the final usage chunk).
+async fn one_request(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> anyhow::Result<Sample> {
+    let start = Instant::now();
+    let mut response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(body)?)
+        .send()
+        .await?;
+    anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
+    let mut buffer = String::new();
+    let mut ttft = None;
+    let mut tokens = 0;
+    let mut done = false;
+    while let Some(chunk) = response.chunk().await? {
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let Some(data) = event.trim().strip_prefix("data:").map(str::trim) else { continue };
+            if data == "[DONE]" {
+                done = true;
+                continue;
+            }
+            let value: serde_json::Value = serde_json::from_str(data)?;
+            anyhow::ensure!(value.get("error").is_none(), "error event: {data}");
+            let has_content = value["choices"][0]["delta"]["content"].as_str().is_some_and(|c| !c.is_empty());
+            if has_content && ttft.is_none() {
+                ttft = Some(start.elapsed());
+            }
+            if let Some(n) = value["usage"]["completion_tokens"].as_u64() {
+                tokens = n as usize;
+            }
+        }
+    }
+    anyhow::ensure!(done, "stream ended without [DONE]");
+    let latency = start.elapsed();
+    Ok(Sample { latency, ttft: ttft.unwrap_or(latency), tokens })
+}
+
+fn percentile(xs: &mut [f64], q: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    xs.sort_by(f64::total_cmp);
+    let rank = ((xs.len() as f64 - 1.0) * q).round() as usize;
+    xs[rank]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_pick_by_rank() {
+        let mut xs: Vec<f64> = (1..=100).map(f64::from).rev().collect();
+        assert_eq!(percentile(&mut xs, 0.5), 51.0);
+        assert_eq!(percentile(&mut xs, 0.99), 99.0);
+        assert!(percentile(&mut [], 0.5).is_nan());
+    }
+}

@@ -1,0 +1,115 @@
+//! Command-line interface: one clap struct per subcommand, parsed once in `main`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// The model `srlm serve` hosts when none is named (fetched by scripts/fetch-model.sh).
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Debug, Parser)]
+#[command(name = "srlm", version, about = "Self-Rewarding Language Models: serve, judge, train, repeat")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "SRLM_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve(ServeArgs),
+    /// Print the OpenAPI document (or write it to a file).
+    Openapi(OpenapiArgs),
+    /// Measure a running server: tokens/s, requests/s and latency percentiles.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Model to serve: a .gguf file, an HF safetensors directory, or a Hugging Face id.
+    #[arg(long, env = "SRLM_MODEL", default_value = DEFAULT_MODEL)]
+    pub model: String,
+    /// Name clients use for the model (default: the file name without extension).
+    #[arg(long, env = "SRLM_MODEL_NAME")]
+    pub model_name: Option<String>,
+    /// Address to listen on.
+    #[arg(long, env = "SRLM_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, env = "SRLM_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Postgres URL; migrations run at startup.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Sequences the engine decodes together where batching is correct (CUDA). On CPU
+    /// mistralrs 0.8.1 mixes up batched sequences, so there it runs one at a time.
+    #[arg(long, env = "SRLM_MAX_SEQS", default_value_t = 32)]
+    pub max_seqs: usize,
+    /// Sequences kept in mistralrs' prefix cache (0 = off).
+    #[arg(long, env = "SRLM_PREFIX_CACHE", default_value_t = 0)]
+    pub prefix_cache: usize,
+    /// Run on CPU even when a GPU is available.
+    #[arg(long, env = "SRLM_CPU")]
+    pub cpu: bool,
+    /// Requests admitted at once (running or queued); beyond it, 429 with Retry-After.
+    #[arg(long, env = "SRLM_MAX_IN_FLIGHT", default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, env = "SRLM_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Largest `n` (choices per request).
+    #[arg(long, env = "SRLM_MAX_N", default_value_t = 16)]
+    pub max_n: usize,
+    /// Largest `max_tokens` a request may ask for.
+    #[arg(long, env = "SRLM_MAX_TOKENS", default_value_t = 4096)]
+    pub max_tokens: usize,
+    /// `max_tokens` of chat requests that name none.
+    #[arg(long, env = "SRLM_DEFAULT_MAX_TOKENS", default_value_t = 512)]
+    pub default_max_tokens: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct OpenapiArgs {
+    /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Base URL of a running srlm (or any OpenAI-compatible) server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Model name to send.
+    #[arg(long, default_value = "current")]
+    pub model: String,
+    /// Concurrency levels to measure, one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub concurrency: Vec<usize>,
+    /// Requests per concurrency level (at least the concurrency).
+    #[arg(long, default_value_t = 32)]
+    pub requests: usize,
+    /// Tokens to generate per request.
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f64,
+    /// Stop a level after this many seconds, whatever is left.
+    #[arg(long, default_value_t = 600)]
+    pub time_limit_s: u64,
+    /// Prompts to cycle through (default: a built-in set of varied questions).
+    #[arg(long)]
+    pub prompt: Vec<String>,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// A label stored with the results (e.g. the build setting).
+    #[arg(long, default_value = "")]
+    pub label: String,
+}

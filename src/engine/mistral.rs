@@ -1,0 +1,343 @@
+//! The mistralrs engine.
+//!
+//! mistralrs runs the model and its scheduler; srlm picks every token through a
+//! per-request logits processor (see [`super::sampler`]): mistralrs decodes greedily
+//! over logits that allow only the token srlm chose. That gives per-request seeds,
+//! true log-probs, and a clean way to cancel (the processor forces end-of-sequence).
+//!
+//! On CPU, mistralrs 0.8.1 mixes up sequences it decodes together (shared scratch
+//! buffers in its CPU attention; ../shared/KNOWN-ISSUES.md #1), so on CPU only one
+//! generation is in the engine at a time. On CUDA it batches up to `max_seqs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use mistralrs::{
+    Constraint, CustomLogitsProcessor, DType, GgufModelBuilder, Model, NormalRequest,
+    PagedAttentionMetaBuilder, Request, RequestLike, RequestMessage, Response, SamplingParams,
+    StopTokens, Tensor, TextMessageRole, TextMessages, TextModelBuilder, TokenSource,
+};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::sampler::{SampledToken, Sampler};
+use super::vocab::Vocab;
+use super::{
+    Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt,
+    TokenLogprob, TopLogprob,
+};
+
+/// How to load a model into mistralrs.
+#[derive(Debug, Clone)]
+pub struct MistralOptions {
+    /// A `.gguf` file, a directory with HF safetensors, or a Hugging Face model id.
+    pub model: String,
+    /// Name clients use for the model; defaults to the file or directory name.
+    pub name: Option<String>,
+    /// Sequences decoded together where batching is correct (CUDA).
+    pub max_seqs: usize,
+    /// Sequences kept in the prefix cache (0 turns it off).
+    pub prefix_cache: usize,
+    /// Run on CPU even when a GPU is available.
+    pub force_cpu: bool,
+}
+
+pub struct MistralEngine {
+    model: Model,
+    vocab: Arc<Vocab>,
+    info: ModelInfo,
+    slots: Arc<Semaphore>,
+}
+
+impl MistralEngine {
+    pub async fn load(opts: &MistralOptions) -> Result<Self> {
+        let device = mistralrs::best_device(opts.force_cpu).context("selecting a device")?;
+        let on_cpu = device.is_cpu();
+        let max_concurrent = if on_cpu { 1 } else { opts.max_seqs.max(1) };
+        let path = PathBuf::from(&opts.model);
+        let prefix_cache = (opts.prefix_cache > 0).then_some(opts.prefix_cache);
+
+        let (model, format, vocab) = if is_gguf(&path) {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let file = path.file_name().context("model path has no file name")?.to_string_lossy();
+            let mut builder = GgufModelBuilder::new(dir.to_string_lossy(), vec![file.to_string()])
+                .with_token_source(TokenSource::None)
+                .with_max_num_seqs(max_concurrent)
+                .with_prefix_cache_n(prefix_cache)
+                .with_device(device.clone());
+            if !on_cpu {
+                builder = builder.with_paged_attn(PagedAttentionMetaBuilder::default().build()?);
+            }
+            let vocab = Vocab::from_gguf(&path)?;
+            (builder.build().await?, "gguf", vocab)
+        } else {
+            let mut builder = TextModelBuilder::new(&opts.model)
+                .with_max_num_seqs(max_concurrent)
+                .with_prefix_cache_n(prefix_cache)
+                .with_device(device.clone());
+            if !on_cpu {
+                builder = builder.with_paged_attn(PagedAttentionMetaBuilder::default().build()?);
+            }
+            let model = builder.build().await?;
+            let vocab = if path.is_dir() { Vocab::for_model(&path)? } else { Vocab::from_tokenizer_json(&hub_tokenizer(&opts.model)?)? };
+            (model, "safetensors", vocab)
+        };
+
+        let name = opts.name.clone().unwrap_or_else(|| default_name(&path));
+        let info = ModelInfo {
+            name,
+            path: opts.model.clone(),
+            format: format.into(),
+            engine: "mistralrs".into(),
+            max_concurrent,
+        };
+        tracing::info!(model = %info.name, device = ?device, max_concurrent, "mistralrs engine loaded");
+        Ok(Self { model, vocab: Arc::new(vocab), info, slots: Arc::new(Semaphore::new(max_concurrent)) })
+    }
+
+    fn request(&self, generation: &Generation, steering: Arc<Steering>, tx: mpsc::Sender<Response>) -> Request {
+        let messages = match &generation.prompt {
+            Prompt::Chat(messages) => {
+                let mut m = TextMessages::new();
+                for msg in messages {
+                    m = m.add_message(role(&msg.role), &msg.content);
+                }
+                m.take_messages()
+            }
+            Prompt::Text(text) => RequestMessage::Completion { text: text.clone(), echo_prompt: false, best_of: None },
+        };
+        // Greedy over the one-hot logits the processor returns: the processor decides.
+        let sampling_params = SamplingParams {
+            max_len: Some(generation.max_tokens),
+            stop_toks: (!generation.stop.is_empty()).then(|| StopTokens::Seqs(generation.stop.clone())),
+            ..SamplingParams::neutral()
+        };
+        let processor: Arc<dyn CustomLogitsProcessor> = steering;
+        Request::Normal(Box::new(NormalRequest {
+            messages,
+            sampling_params,
+            response: tx,
+            return_logprobs: false,
+            is_streaming: true,
+            id: self.model.inner().next_request_id(),
+            constraint: Constraint::None,
+            suffix: None,
+            tools: None,
+            tool_choice: None,
+            logits_processors: Some(vec![processor]),
+            return_raw_logits: false,
+            web_search_options: None,
+            model_id: None,
+            truncate_sequence: false,
+        }))
+    }
+}
+
+#[async_trait]
+impl Engine for MistralEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    async fn generate(&self, generation: Generation) -> Result<EventStream, EngineError> {
+        let permit = self.slots.clone().acquire_owned().await.map_err(|e| EngineError::Internal(e.to_string()))?;
+        let steering = Arc::new(Steering::new(&generation, self.vocab.eos));
+        let (tx, mut rx) = mpsc::channel(64);
+        let request = self.request(&generation, steering.clone(), tx);
+        let sender = self.model.inner().get_sender(None).map_err(|e| EngineError::Internal(e.to_string()))?;
+        sender.send(request).await.map_err(|e| EngineError::Internal(e.to_string()))?;
+
+        let (out, events) = mpsc::channel(64);
+        let vocab = self.vocab.clone();
+        let want_logprobs = generation.sampling.logprobs.is_some();
+        tokio::spawn(async move {
+            // The slot is held until mistralrs has finished the sequence, cancelled or not,
+            // so that no other sequence ever shares a CPU decode step with it.
+            let _permit = permit;
+            let mut consumer_gone = false;
+            while let Some(response) = rx.recv().await {
+                let (text, finish) = match chunk_parts(response) {
+                    Ok(parts) => parts,
+                    Err(err) => {
+                        let _ = out.send(Err(err)).await;
+                        steering.cancel();
+                        continue;
+                    }
+                };
+                let tokens = steering.take_tokens();
+                let logprobs = if want_logprobs { to_logprobs(&vocab, &tokens) } else { Vec::new() };
+                if !consumer_gone && (!text.is_empty() || !logprobs.is_empty()) {
+                    consumer_gone = out.send(Ok(Event::Delta { text, logprobs })).await.is_err();
+                    if consumer_gone {
+                        steering.cancel();
+                    }
+                }
+                if let Some(reason) = finish {
+                    let (prompt_tokens, completion_tokens) = steering.usage();
+                    let reason = if consumer_gone { FinishReason::Cancelled } else { reason };
+                    let _ = out.send(Ok(Event::Done(Finish { reason, prompt_tokens, completion_tokens }))).await;
+                    break;
+                }
+            }
+        });
+        Ok(events)
+    }
+}
+
+/// Text and finish reason of one streamed mistralrs response.
+fn chunk_parts(response: Response) -> Result<(String, Option<FinishReason>), EngineError> {
+    let finish = |r: Option<&String>| {
+        r.map(|r| match r.as_str() {
+            "length" => FinishReason::Length,
+            "canceled" => FinishReason::Cancelled,
+            _ => FinishReason::Stop,
+        })
+    };
+    match response {
+        Response::Chunk(chunk) => {
+            let choice = chunk.choices.into_iter().next();
+            let reason = choice.as_ref().and_then(|c| finish(c.finish_reason.as_ref()));
+            Ok((choice.and_then(|c| c.delta.content).unwrap_or_default(), reason))
+        }
+        Response::CompletionChunk(chunk) => {
+            let choice = chunk.choices.into_iter().next();
+            let reason = choice.as_ref().and_then(|c| finish(c.finish_reason.as_ref()));
+            Ok((choice.map(|c| c.text).unwrap_or_default(), reason))
+        }
+        Response::Done(done) => {
+            let choice = done.choices.into_iter().next();
+            let reason = choice.as_ref().map(|c| finish(Some(&c.finish_reason)).unwrap_or(FinishReason::Stop));
+            Ok((String::new(), reason.or(Some(FinishReason::Stop))))
+        }
+        Response::CompletionDone(done) => {
+            let choice = done.choices.into_iter().next();
+            let reason = choice.as_ref().map(|c| finish(Some(&c.finish_reason)).unwrap_or(FinishReason::Stop));
+            Ok((String::new(), reason.or(Some(FinishReason::Stop))))
+        }
+        Response::ValidationError(e) => Err(EngineError::Invalid(e.to_string())),
+        Response::InternalError(e) => Err(EngineError::Internal(e.to_string())),
+        Response::ModelError(e, _) | Response::CompletionModelError(e, _) => Err(EngineError::Internal(e)),
+        _ => Err(EngineError::Internal("unexpected response kind from mistralrs".into())),
+    }
+}
+
+fn to_logprobs(vocab: &Vocab, tokens: &[SampledToken]) -> Vec<TokenLogprob> {
+    tokens
+        .iter()
+        .filter(|t| Some(t.token) != vocab.eos)
+        .map(|t| TokenLogprob {
+            token: t.token,
+            text: vocab.text(t.token),
+            bytes: vocab.bytes(t.token).to_vec(),
+            logprob: t.logprob,
+            top: t
+                .top
+                .iter()
+                .map(|&(token, logprob)| TopLogprob {
+                    token,
+                    text: vocab.text(token),
+                    bytes: vocab.bytes(token).to_vec(),
+                    logprob,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The per-request logits processor through which srlm chooses each token.
+struct Steering {
+    state: Mutex<SteeringState>,
+}
+
+struct SteeringState {
+    sampler: Sampler,
+    eos: Option<u32>,
+    prompt_tokens: Option<usize>,
+    generated: usize,
+    pending: Vec<SampledToken>,
+    cancelled: bool,
+}
+
+impl Steering {
+    fn new(generation: &Generation, eos: Option<u32>) -> Self {
+        Self {
+            state: Mutex::new(SteeringState {
+                sampler: Sampler::new(generation.sampling.clone()),
+                eos,
+                prompt_tokens: None,
+                generated: 0,
+                pending: Vec::new(),
+                cancelled: false,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SteeringState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The next token will be end-of-sequence, so the engine finishes the sequence.
+    fn cancel(&self) {
+        self.lock().cancelled = true;
+    }
+
+    fn take_tokens(&self) -> Vec<SampledToken> {
+        std::mem::take(&mut self.lock().pending)
+    }
+
+    fn usage(&self) -> (usize, usize) {
+        let s = self.lock();
+        (s.prompt_tokens.unwrap_or(0), s.generated)
+    }
+}
+
+impl CustomLogitsProcessor for Steering {
+    fn apply(&self, logits: &Tensor, context: &[u32]) -> mistralrs::Result<Tensor> {
+        let values: Vec<f32> = logits.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+        let mut s = self.lock();
+        if s.prompt_tokens.is_none() {
+            s.prompt_tokens = Some(context.len());
+        }
+        let pick = match (s.cancelled, s.eos) {
+            (true, Some(eos)) => SampledToken { token: eos, logprob: 0.0, top: Vec::new() },
+            _ => s.sampler.sample(&values),
+        };
+        let mut forced = vec![f32::NEG_INFINITY; values.len()];
+        forced[pick.token as usize] = 0.0;
+        s.generated += 1;
+        s.pending.push(pick);
+        Tensor::from_vec(forced, values.len(), logits.device())
+    }
+}
+
+fn role(role: &str) -> TextMessageRole {
+    match role {
+        "system" | "developer" => TextMessageRole::System,
+        "user" => TextMessageRole::User,
+        "assistant" => TextMessageRole::Assistant,
+        "tool" => TextMessageRole::Tool,
+        other => TextMessageRole::Custom(other.to_string()),
+    }
+}
+
+/// Where the Hugging Face cache keeps a hub model's `tokenizer.json` once mistralrs
+/// has downloaded the model.
+fn hub_tokenizer(model_id: &str) -> Result<PathBuf> {
+    let cache = mistralrs::core::hf_hub_cache_dir().context("no Hugging Face cache directory")?;
+    let snapshots = cache.join(format!("models--{}", model_id.replace('/', "--"))).join("snapshots");
+    std::fs::read_dir(&snapshots)
+        .with_context(|| format!("reading {}", snapshots.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path().join("tokenizer.json")))
+        .find(|p| p.exists())
+        .with_context(|| format!("no tokenizer.json for {model_id} under {}", snapshots.display()))
+}
+
+fn is_gguf(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+fn default_name(path: &Path) -> String {
+    let name = if is_gguf(path) { path.file_stem() } else { path.file_name() };
+    name.map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}

@@ -1,0 +1,154 @@
+//! The model behind a small handle: what the API asks of any engine.
+//!
+//! An engine turns one [`Generation`] (a prompt and how to sample) into a stream of
+//! [`Event`]s. `n` choices are `n` generations; the engine decides what may run
+//! together. Dropping the stream cancels the generation. The engine knows no HTTP
+//! and no database.
+
+pub mod mistral;
+pub mod sampler;
+pub mod vocab;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+pub use sampler::{SampledToken, SamplingConfig};
+
+/// A chat message as the engine's chat template sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    /// Rendered with the model's chat template, ending with the assistant's turn.
+    Chat(Vec<ChatMessage>),
+    /// Raw text, continued as is.
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub prompt: Prompt,
+    pub sampling: SamplingConfig,
+    pub max_tokens: usize,
+    /// Generation ends before any of these strings; the string is not returned.
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End of sequence or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// The consumer went away.
+    Cancelled,
+}
+
+impl FinishReason {
+    pub fn as_openai(self) -> &'static str {
+        match self {
+            Self::Stop | Self::Cancelled => "stop",
+            Self::Length => "length",
+        }
+    }
+}
+
+/// A generated token as reported to clients that ask for log-probs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub text: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+    pub top: Vec<TopLogprob>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopLogprob {
+    pub token: u32,
+    pub text: String,
+    pub bytes: Vec<u8>,
+    pub logprob: f32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// New text, with the log-probs of the tokens that produced it (when asked).
+    Delta { text: String, logprobs: Vec<TokenLogprob> },
+    Done(Finish),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Finish {
+    pub reason: FinishReason,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The request cannot be served as asked (e.g. the prompt exceeds the context).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("engine failure: {0}")]
+    Internal(String),
+}
+
+pub type EventStream = mpsc::Receiver<Result<Event, EngineError>>;
+
+/// What the server says about the model it hosts.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// The name clients use in `model` (besides the alias `current`).
+    pub name: String,
+    pub path: String,
+    /// `gguf` or `safetensors`.
+    pub format: String,
+    /// `mistralrs` or `native`.
+    pub engine: String,
+    /// Generations the engine runs at once.
+    pub max_concurrent: usize,
+}
+
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    fn info(&self) -> &ModelInfo;
+
+    /// Starts a generation; events arrive on the returned stream, the last one `Done`
+    /// (or an error). Waits while the engine is full.
+    async fn generate(&self, generation: Generation) -> Result<EventStream, EngineError>;
+}
+
+pub type SharedEngine = Arc<dyn Engine>;
+
+/// Runs a generation to the end and gathers its text and log-probs.
+pub async fn complete(engine: &dyn Engine, generation: Generation) -> Result<Completion, EngineError> {
+    let mut stream = engine.generate(generation).await?;
+    let mut out = Completion::default();
+    while let Some(event) = stream.recv().await {
+        match event? {
+            Event::Delta { text, logprobs } => {
+                out.text.push_str(&text);
+                out.logprobs.extend(logprobs);
+            }
+            Event::Done(finish) => {
+                out.finish = Some(finish);
+                return Ok(out);
+            }
+        }
+    }
+    Err(EngineError::Internal("generation ended without a finish event".into()))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Completion {
+    pub text: String,
+    pub logprobs: Vec<TokenLogprob>,
+    pub finish: Option<Finish>,
+}

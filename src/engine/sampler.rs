@@ -1,0 +1,199 @@
+//! Token selection: greedy or seeded temperature / top-k / top-p sampling, plus the
+//! log-probabilities OpenAI clients ask for.
+//!
+//! srlm picks every token itself, whatever engine produced the logits, so that
+//! per-request seeds are honoured (mistralrs 0.8.1 shares one RNG across all requests)
+//! and log-probs are natural-log probabilities of the model's own distribution
+//! (mistralrs reports base-10 logs of the truncated, tempered distribution).
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// How to pick tokens; validated by the API layer before it gets here.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingConfig {
+    /// 0 means greedy decoding.
+    pub temperature: f32,
+    /// Nucleus mass in (0, 1]; 1 keeps every token.
+    pub top_p: f32,
+    /// 0 keeps every token.
+    pub top_k: usize,
+    pub seed: u64,
+    /// `None`: no log-probs; `Some(k)`: the chosen token's log-prob and the `k` best.
+    pub logprobs: Option<usize>,
+}
+
+impl SamplingConfig {
+    pub fn greedy() -> Self {
+        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, logprobs: None }
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0 || self.top_k == 1
+    }
+}
+
+/// One sampled token with its log-probability under the model (temperature 1,
+/// nothing truncated) and, when asked, the most likely alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampledToken {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+pub struct Sampler {
+    cfg: SamplingConfig,
+    rng: StdRng,
+}
+
+impl Sampler {
+    pub fn new(cfg: SamplingConfig) -> Self {
+        let rng = StdRng::seed_from_u64(cfg.seed);
+        Self { cfg, rng }
+    }
+
+    /// Picks the next token from raw (unnormalised) logits.
+    pub fn sample(&mut self, logits: &[f32]) -> SampledToken {
+        let token = if self.cfg.is_greedy() { argmax(logits) } else { self.draw(logits) };
+        let log_z = log_sum_exp(logits);
+        let top = match self.cfg.logprobs {
+            Some(k) if k > 0 => top_k_indices(logits, k)
+                .into_iter()
+                .map(|i| (i as u32, logits[i] - log_z))
+                .collect(),
+            _ => Vec::new(),
+        };
+        SampledToken { token: token as u32, logprob: logits[token] - log_z, top }
+    }
+
+    fn draw(&mut self, logits: &[f32]) -> usize {
+        let inv_t = 1.0 / self.cfg.temperature;
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut probs: Vec<(usize, f32)> = logits
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.is_finite())
+            .map(|(i, &l)| (i, ((l - max) * inv_t).exp()))
+            .collect();
+        // Descending by probability, ties by token id so the order is reproducible.
+        probs.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if self.cfg.top_k > 0 {
+            probs.truncate(self.cfg.top_k);
+        }
+        let total: f32 = probs.iter().map(|p| p.1).sum();
+        if self.cfg.top_p < 1.0 {
+            let mut mass = 0.0;
+            let keep = probs
+                .iter()
+                .position(|p| {
+                    mass += p.1 / total;
+                    mass >= self.cfg.top_p
+                })
+                .map_or(probs.len(), |i| i + 1);
+            probs.truncate(keep);
+        }
+        let total: f32 = probs.iter().map(|p| p.1).sum();
+        let mut u = self.rng.random::<f32>() * total;
+        for &(i, p) in &probs {
+            if u < p {
+                return i;
+            }
+            u -= p;
+        }
+        probs.last().map_or_else(|| argmax(logits), |p| p.0)
+    }
+}
+
+fn argmax(xs: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn log_sum_exp(xs: &[f32]) -> f32 {
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = xs.iter().map(|&x| ((x - max) as f64).exp()).sum();
+    max + sum.ln() as f32
+}
+
+fn top_k_indices(xs: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..xs.len()).collect();
+    let k = k.min(xs.len());
+    idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| xs[b].total_cmp(&xs[a]));
+    idx.truncate(k);
+    idx.sort_unstable_by(|&a, &b| xs[b].total_cmp(&xs[a]).then(a.cmp(&b)));
+    idx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(temperature: f32, top_p: f32, top_k: usize, seed: u64) -> SamplingConfig {
+        SamplingConfig { temperature, top_p, top_k, seed, logprobs: Some(3) }
+    }
+
+    #[test]
+    fn greedy_takes_argmax_and_reports_natural_log_probs() {
+        let logits = [1.0, 3.0, 2.0, -1.0];
+        let t = Sampler::new(cfg(0.0, 1.0, 0, 0)).sample(&logits);
+        assert_eq!(t.token, 1);
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        assert!((t.logprob - (3.0f32.exp() / z).ln()).abs() < 1e-5);
+        let ids: Vec<u32> = t.top.iter().map(|p| p.0).collect();
+        assert_eq!(ids, vec![1, 2, 0]);
+        let probs: f32 = logits.iter().map(|l| (l - log_sum_exp(&logits)).exp()).sum();
+        assert!((probs - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn same_seed_same_tokens_other_seed_differs() {
+        let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
+        let run = |seed| {
+            let mut s = Sampler::new(cfg(1.0, 1.0, 0, seed));
+            (0..40).map(|_| s.sample(&logits).token).collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn top_p_keeps_only_the_nucleus() {
+        // p ≈ [0.64, 0.24, 0.09, 0.03]: top_p 0.7 keeps tokens 0 and 1 only.
+        let logits = [3.0, 2.0, 1.0, -0.2];
+        let mut s = Sampler::new(cfg(1.0, 0.7, 0, 1));
+        for _ in 0..500 {
+            assert!(s.sample(&logits).token <= 1);
+        }
+    }
+
+    #[test]
+    fn top_k_limits_choices_and_temperature_sharpens() {
+        let logits = [1.0, 1.0, 1.0, 1.0];
+        let mut s = Sampler::new(cfg(1.0, 1.0, 2, 3));
+        let mut seen = [0; 4];
+        for _ in 0..400 {
+            seen[s.sample(&logits).token as usize] += 1;
+        }
+        assert!(seen[0] > 0 && seen[1] > 0 && seen[2] == 0 && seen[3] == 0, "{seen:?}");
+
+        let logits = [2.0, 0.0];
+        let mut cold = Sampler::new(cfg(0.1, 1.0, 0, 4));
+        assert!((0..200).all(|_| cold.sample(&logits).token == 0));
+    }
+
+    #[test]
+    fn masked_logits_are_never_drawn() {
+        let logits = [f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY, 0.5];
+        let mut s = Sampler::new(cfg(1.5, 1.0, 0, 9));
+        for _ in 0..300 {
+            let t = s.sample(&logits).token;
+            assert!(t == 1 || t == 3);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! srlm: the Self-Rewarding Language Model loop as infrastructure.
+//!
+//! `api` (HTTP) uses `engine` (the model) and `store` (Postgres); `serve` wires them
+//! into the running server; `bench` is the load generator.
+
+pub mod api;
+pub mod bench;
+pub mod cli;
+pub mod engine;
+pub mod serve;
+pub mod store;
+pub mod telemetry;
+
+pub use api::{app, AppState, Limits};

@@ -1,0 +1,25 @@
+use clap::Parser;
+use srlm::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            srlm::telemetry::init(cli.log_format);
+            srlm::serve::run(args).await
+        }
+        Command::Openapi(args) => {
+            let json = srlm::api::openapi().to_pretty_json()? + "\n";
+            match args.out {
+                Some(path) => std::fs::write(&path, json)?,
+                None => print!("{json}"),
+            }
+            Ok(())
+        }
+        Command::Bench(args) => {
+            srlm::telemetry::init(cli.log_format);
+            srlm::bench::run(args).await
+        }
+    }
+}

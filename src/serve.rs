@@ -1,0 +1,88 @@
+//! `srlm serve`: load the model, connect the store, serve HTTP until SIGTERM/Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::api::{self, AppState, Limits};
+use crate::cli::ServeArgs;
+use crate::engine::mistral::{MistralEngine, MistralOptions};
+use crate::store::Store;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let options = MistralOptions {
+        model: args.model.clone(),
+        name: args.model_name.clone(),
+        max_seqs: args.max_seqs,
+        prefix_cache: args.prefix_cache,
+        force_cpu: args.cpu,
+    };
+    let engine = MistralEngine::load(&options)
+        .await
+        .with_context(|| format!("loading {} (run scripts/fetch-model.sh for the default model)", args.model))?;
+    let store = Store::connect_lazy(&args.database_url).context("parsing --database-url")?;
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        max_n: args.max_n,
+        max_tokens: args.max_tokens,
+        default_max_tokens: args.default_max_tokens,
+        max_in_flight: args.max_in_flight,
+        ..Limits::default()
+    };
+    let state = AppState::new(Arc::new(engine), store, limits);
+    register_in_background(&state);
+
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("binding {}:{}", args.host, args.port))?;
+    tracing::info!(address = %listener.local_addr()?, docs = "/docs", "serving");
+    axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Migrates the database and registers the served model as the active checkpoint,
+/// retrying until the database answers; chat is served meanwhile, `/ready` says 503.
+pub fn register_in_background(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let info = state.engine.info().clone();
+        let path = std::fs::canonicalize(&info.path).map_or(info.path.clone(), |p| p.display().to_string());
+        loop {
+            let attempt = async {
+                state.store.migrate().await?;
+                anyhow::Ok(state.store.activate_served(&info.name, &path, &info.format).await?)
+            };
+            match attempt.await {
+                Ok(checkpoint) => {
+                    tracing::info!(checkpoint_id = checkpoint.id, name = %checkpoint.name, "checkpoint registered and active");
+                    *state.checkpoint.write().await = Some(checkpoint);
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "database not ready; retrying in 2 s");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut sig) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            sig.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}

@@ -1,0 +1,128 @@
+//! One real server for the whole test binary: the default model through mistralrs, a
+//! real Postgres (DATABASE_URL, migrated at startup), listening on a loopback port.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use srlm::engine::mistral::{MistralEngine, MistralOptions};
+use srlm::store::Store;
+use srlm::{AppState, Limits};
+
+pub struct TestServer {
+    pub base: String,
+    pub state: AppState,
+    pub client: reqwest::Client,
+}
+
+pub fn model_path() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::env::var("SRLM_TEST_MODEL").unwrap_or_else(|_| format!("{root}/{}", srlm::cli::DEFAULT_MODEL))
+}
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL").expect("DATABASE_URL must name a test database (scripts/test.sh sets it)")
+}
+
+/// All tests share this runtime, so the engine's tasks outlive any one test.
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime"))
+}
+
+pub fn test_limits() -> Limits {
+    Limits { max_body_bytes: 64 * 1024, max_in_flight: 64, ..Limits::default() }
+}
+
+pub fn server() -> &'static TestServer {
+    static SERVER: OnceLock<TestServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        rt().block_on(async {
+            let options = MistralOptions {
+                model: model_path(),
+                name: None,
+                max_seqs: 32,
+                prefix_cache: 0,
+                force_cpu: true,
+            };
+            let engine = MistralEngine::load(&options).await.expect("load the default model (scripts/fetch-model.sh)");
+            let store = Store::connect_lazy(&database_url()).expect("database url");
+            let state = AppState::new(Arc::new(engine), store, test_limits());
+            srlm::serve::register_in_background(&state);
+            for _ in 0..300 {
+                if state.checkpoint.read().await.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert!(state.checkpoint.read().await.is_some(), "served checkpoint registered in Postgres");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let app = srlm::app(state.clone());
+            tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
+            TestServer { base, state, client }
+        })
+    })
+}
+
+impl TestServer {
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, serde_json::to_vec(body).unwrap(), "application/json").await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>, content_type: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("body");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("JSON body, got {status}: {}", String::from_utf8_lossy(&bytes)));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self.client.get(format!("{}{path}", self.base)).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// A streamed request: every `data:` payload, in order.
+    pub async fn stream(&self, path: &str, body: &Value) -> Vec<String> {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body).unwrap())
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 200);
+        let content_type = response.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_string();
+        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        let text = response.text().await.expect("body");
+        text.split("\n\n")
+            .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data:")).map(|d| d.trim().to_string()))
+            .collect()
+    }
+}
+
+/// A greedy chat request for `prompt`.
+pub fn greedy_chat(prompt: &str, max_tokens: u32) -> Value {
+    serde_json::json!({
+        "model": "current",
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+    })
+}
+
+pub fn content(response: &Value, choice: usize) -> String {
+    response["choices"][choice]["message"]["content"].as_str().expect("content").to_string()
+}

@@ -1,0 +1,10 @@
+//! Integration tests: the real server stack, the real default model through mistralrs,
+//! a real Postgres. Generation lengths stay small so the suite is quick on 2 cores.
+
+mod common;
+
+mod chat;
+mod concurrency;
+mod errors;
+mod ops;
+mod sdk;
