@@ -17,11 +17,12 @@ use async_trait::async_trait;
 use mistralrs::{
     Constraint, CustomLogitsProcessor, DType, GgufModelBuilder, Model, NormalRequest,
     PagedAttentionMetaBuilder, Request, RequestLike, RequestMessage, Response, SamplingParams,
-    StopTokens, Tensor, TextMessageRole, TextMessages, TextModelBuilder, TokenSource,
+    Tensor, TextMessageRole, TextMessages, TextModelBuilder, TokenSource,
 };
 use tokio::sync::{mpsc, Semaphore};
 
 use super::sampler::{SampledToken, Sampler};
+use super::text::{Piece, TextAssembler};
 use super::vocab::Vocab;
 use super::{
     Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt,
@@ -110,7 +111,6 @@ impl MistralEngine {
         // Greedy over the one-hot logits the processor returns: the processor decides.
         let sampling_params = SamplingParams {
             max_len: Some(generation.max_tokens),
-            stop_toks: (!generation.stop.is_empty()).then(|| StopTokens::Seqs(generation.stop.clone())),
             ..SamplingParams::neutral()
         };
         let processor: Arc<dyn CustomLogitsProcessor> = steering;
@@ -151,32 +151,61 @@ impl Engine for MistralEngine {
         let (out, events) = mpsc::channel(64);
         let vocab = self.vocab.clone();
         let want_logprobs = generation.sampling.logprobs.is_some();
+        let mut text = TextAssembler::new(generation.stop.clone());
         tokio::spawn(async move {
             // The slot is held until mistralrs has finished the sequence, cancelled or not,
             // so that no other sequence ever shares a CPU decode step with it.
             let _permit = permit;
             let mut consumer_gone = false;
+            let mut counted = 0;
             while let Some(response) = rx.recv().await {
-                let (text, finish) = match chunk_parts(response) {
-                    Ok(parts) => parts,
+                // mistralrs' own text is not used: it drops a leading space and misses
+                // stop strings; the tokens srlm chose are the truth.
+                let finish = match chunk_finish(response) {
+                    Ok(finish) => finish,
                     Err(err) => {
                         let _ = out.send(Err(err)).await;
                         steering.cancel();
+                        consumer_gone = true;
                         continue;
                     }
                 };
-                let tokens = steering.take_tokens();
-                let logprobs = if want_logprobs { to_logprobs(&vocab, &tokens) } else { Vec::new() };
-                if !consumer_gone && (!text.is_empty() || !logprobs.is_empty()) {
-                    consumer_gone = out.send(Ok(Event::Delta { text, logprobs })).await.is_err();
+                let mut piece = Piece::default();
+                for token in steering.take_tokens() {
+                    if text.is_stopped() || Some(token.token) == vocab.eos {
+                        continue;
+                    }
+                    counted += 1;
+                    let logprob = want_logprobs.then(|| to_logprob(&vocab, &token));
+                    let next = text.push(vocab.text_bytes(token.token), logprob);
+                    piece.text.push_str(&next.text);
+                    piece.logprobs.extend(next.logprobs);
+                    if next.stopped {
+                        piece.stopped = true;
+                        steering.cancel();
+                    }
+                }
+                if finish.is_some() {
+                    let rest = text.finish();
+                    piece.text.push_str(&rest.text);
+                    piece.logprobs.extend(rest.logprobs);
+                }
+                if !consumer_gone && (!piece.text.is_empty() || !piece.logprobs.is_empty()) {
+                    let delta = Event::Delta { text: piece.text, logprobs: piece.logprobs };
+                    consumer_gone = out.send(Ok(delta)).await.is_err();
                     if consumer_gone {
                         steering.cancel();
                     }
                 }
                 if let Some(reason) = finish {
-                    let (prompt_tokens, completion_tokens) = steering.usage();
-                    let reason = if consumer_gone { FinishReason::Cancelled } else { reason };
-                    let _ = out.send(Ok(Event::Done(Finish { reason, prompt_tokens, completion_tokens }))).await;
+                    let reason = match (consumer_gone, text.is_stopped()) {
+                        (true, _) => FinishReason::Cancelled,
+                        (false, true) => FinishReason::Stop,
+                        (false, false) => reason,
+                    };
+                    let prompt_tokens = steering.prompt_tokens();
+                    let done = Finish { reason, prompt_tokens, completion_tokens: counted };
+                    let _ = out.send(Ok(Event::Done(done))).await;
                     break;
                 }
             }
@@ -185,35 +214,21 @@ impl Engine for MistralEngine {
     }
 }
 
-/// Text and finish reason of one streamed mistralrs response.
-fn chunk_parts(response: Response) -> Result<(String, Option<FinishReason>), EngineError> {
-    let finish = |r: Option<&String>| {
-        r.map(|r| match r.as_str() {
-            "length" => FinishReason::Length,
-            "canceled" => FinishReason::Cancelled,
-            _ => FinishReason::Stop,
-        })
+/// The finish reason of one streamed mistralrs response (`None` while it runs).
+fn chunk_finish(response: Response) -> Result<Option<FinishReason>, EngineError> {
+    let finish = |r: &str| match r {
+        "length" => FinishReason::Length,
+        "canceled" => FinishReason::Cancelled,
+        _ => FinishReason::Stop,
     };
     match response {
-        Response::Chunk(chunk) => {
-            let choice = chunk.choices.into_iter().next();
-            let reason = choice.as_ref().and_then(|c| finish(c.finish_reason.as_ref()));
-            Ok((choice.and_then(|c| c.delta.content).unwrap_or_default(), reason))
-        }
+        Response::Chunk(chunk) => Ok(chunk.choices.first().and_then(|c| c.finish_reason.as_deref()).map(finish)),
         Response::CompletionChunk(chunk) => {
-            let choice = chunk.choices.into_iter().next();
-            let reason = choice.as_ref().and_then(|c| finish(c.finish_reason.as_ref()));
-            Ok((choice.map(|c| c.text).unwrap_or_default(), reason))
+            Ok(chunk.choices.first().and_then(|c| c.finish_reason.as_deref()).map(finish))
         }
-        Response::Done(done) => {
-            let choice = done.choices.into_iter().next();
-            let reason = choice.as_ref().map(|c| finish(Some(&c.finish_reason)).unwrap_or(FinishReason::Stop));
-            Ok((String::new(), reason.or(Some(FinishReason::Stop))))
-        }
+        Response::Done(done) => Ok(Some(done.choices.first().map_or(FinishReason::Stop, |c| finish(&c.finish_reason)))),
         Response::CompletionDone(done) => {
-            let choice = done.choices.into_iter().next();
-            let reason = choice.as_ref().map(|c| finish(Some(&c.finish_reason)).unwrap_or(FinishReason::Stop));
-            Ok((String::new(), reason.or(Some(FinishReason::Stop))))
+            Ok(Some(done.choices.first().map_or(FinishReason::Stop, |c| finish(&c.finish_reason))))
         }
         Response::ValidationError(e) => Err(EngineError::Invalid(e.to_string())),
         Response::InternalError(e) => Err(EngineError::Internal(e.to_string())),
@@ -222,27 +237,23 @@ fn chunk_parts(response: Response) -> Result<(String, Option<FinishReason>), Eng
     }
 }
 
-fn to_logprobs(vocab: &Vocab, tokens: &[SampledToken]) -> Vec<TokenLogprob> {
-    tokens
-        .iter()
-        .filter(|t| Some(t.token) != vocab.eos)
-        .map(|t| TokenLogprob {
-            token: t.token,
-            text: vocab.text(t.token),
-            bytes: vocab.bytes(t.token).to_vec(),
-            logprob: t.logprob,
-            top: t
-                .top
-                .iter()
-                .map(|&(token, logprob)| TopLogprob {
-                    token,
-                    text: vocab.text(token),
-                    bytes: vocab.bytes(token).to_vec(),
-                    logprob,
-                })
-                .collect(),
-        })
-        .collect()
+fn to_logprob(vocab: &Vocab, t: &SampledToken) -> TokenLogprob {
+    TokenLogprob {
+        token: t.token,
+        text: vocab.text(t.token),
+        bytes: vocab.bytes(t.token).to_vec(),
+        logprob: t.logprob,
+        top: t
+            .top
+            .iter()
+            .map(|&(token, logprob)| TopLogprob {
+                token,
+                text: vocab.text(token),
+                bytes: vocab.bytes(token).to_vec(),
+                logprob,
+            })
+            .collect(),
+    }
 }
 
 /// The per-request logits processor through which srlm chooses each token.
@@ -254,7 +265,6 @@ struct SteeringState {
     sampler: Sampler,
     eos: Option<u32>,
     prompt_tokens: Option<usize>,
-    generated: usize,
     pending: Vec<SampledToken>,
     cancelled: bool,
 }
@@ -266,7 +276,6 @@ impl Steering {
                 sampler: Sampler::new(generation.sampling.clone()),
                 eos,
                 prompt_tokens: None,
-                generated: 0,
                 pending: Vec::new(),
                 cancelled: false,
             }),
@@ -286,9 +295,8 @@ impl Steering {
         std::mem::take(&mut self.lock().pending)
     }
 
-    fn usage(&self) -> (usize, usize) {
-        let s = self.lock();
-        (s.prompt_tokens.unwrap_or(0), s.generated)
+    fn prompt_tokens(&self) -> usize {
+        self.lock().prompt_tokens.unwrap_or(0)
     }
 }
 
@@ -305,7 +313,6 @@ impl CustomLogitsProcessor for Steering {
         };
         let mut forced = vec![f32::NEG_INFINITY; values.len()];
         forced[pick.token as usize] = 0.0;
-        s.generated += 1;
         s.pending.push(pick);
         Tensor::from_vec(forced, values.len(), logits.device())
     }

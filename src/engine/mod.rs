@@ -7,6 +7,7 @@
 
 pub mod mistral;
 pub mod sampler;
+pub mod text;
 pub mod vocab;
 
 use std::sync::Arc;

@@ -14,6 +14,8 @@ use candle_core::quantized::gguf_file;
 #[derive(Debug, Clone)]
 pub struct Vocab {
     tokens: Vec<Vec<u8>>,
+    /// Control tokens (`<|im_start|>` …): never part of generated text.
+    special: Vec<bool>,
     pub eos: Option<u32>,
 }
 
@@ -46,7 +48,12 @@ impl Vocab {
             .map(|v| v.to_string().map(|s| s.clone()).map_err(|e| anyhow::anyhow!("token: {e}")))
             .collect::<Result<Vec<String>>>()?;
         let eos = md.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok());
-        Ok(Self::build(&tokens, encoding, eos))
+        // llama.cpp token types: 3 = control.
+        let special = match md.get("tokenizer.ggml.token_type").and_then(|v| v.to_vec().ok()) {
+            Some(types) => types.iter().map(|t| t.to_i32().is_ok_and(|t| t == 3)).collect(),
+            None => vec![false; tokens.len()],
+        };
+        Ok(Self::build(&tokens, encoding, special, eos))
     }
 
     pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
@@ -60,7 +67,15 @@ impl Vocab {
         let eos = ["<|im_end|>", "<|eot_id|>", "</s>", "<|endoftext|>"]
             .iter()
             .find_map(|t| tok.token_to_id(t));
-        Ok(Self::build(&tokens, encoding, eos))
+        let mut special = vec![false; tokens.len()];
+        for (id, added) in tok.get_added_tokens_decoder() {
+            if added.special {
+                if let Some(s) = special.get_mut(id as usize) {
+                    *s = true;
+                }
+            }
+        }
+        Ok(Self::build(&tokens, encoding, special, eos))
     }
 
     /// Reads the vocabulary next to a model: a GGUF file, or a directory holding
@@ -75,7 +90,7 @@ impl Vocab {
         bail!("{}: expected a .gguf file or a directory with tokenizer.json", path.display())
     }
 
-    fn build(tokens: &[String], encoding: Encoding, eos: Option<u32>) -> Self {
+    fn build(tokens: &[String], encoding: Encoding, special: Vec<bool>, eos: Option<u32>) -> Self {
         let unmap = byte_level_inverse();
         let tokens = tokens
             .iter()
@@ -86,7 +101,7 @@ impl Vocab {
                 Encoding::SentencePiece => sentencepiece_bytes(t),
             })
             .collect();
-        Self { tokens, eos }
+        Self { tokens, special, eos }
     }
 
     pub fn len(&self) -> usize {
@@ -99,6 +114,19 @@ impl Vocab {
 
     pub fn bytes(&self, id: u32) -> &[u8] {
         self.tokens.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn is_special(&self, id: u32) -> bool {
+        self.special.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// What the token adds to generated text: nothing for control tokens.
+    pub fn text_bytes(&self, id: u32) -> &[u8] {
+        if self.is_special(id) {
+            &[]
+        } else {
+            self.bytes(id)
+        }
     }
 
     /// The token as text (lossy where the token is part of a multi-byte character).
@@ -143,6 +171,7 @@ mod tests {
         let v = Vocab::build(
             &["Ġhello".into(), "Ċ".into(), "<|im_end|>".into(), "Ã©".into(), "Ã".into()],
             Encoding::ByteLevel,
+            vec![false, false, true, false, false],
             Some(2),
         );
         assert_eq!(v.bytes(0), b" hello");
@@ -151,11 +180,13 @@ mod tests {
         assert_eq!(v.text(3), "é");
         assert_eq!(v.bytes(4), &[0xC3]);
         assert_eq!(v.bytes(99), b"");
+        assert!(v.is_special(2));
+        assert_eq!(v.text_bytes(2), b"");
     }
 
     #[test]
     fn sentencepiece_tokens_decode_spaces_and_bytes() {
-        let v = Vocab::build(&["▁the".into(), "<0x0A>".into()], Encoding::SentencePiece, None);
+        let v = Vocab::build(&["▁the".into(), "<0x0A>".into()], Encoding::SentencePiece, vec![false; 2], None);
         assert_eq!(v.bytes(0), b" the");
         assert_eq!(v.bytes(1), b"\n");
     }

@@ -36,8 +36,13 @@ pub fn test_limits() -> Limits {
 
 pub fn server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        rt().block_on(async {
+    // Started from a plain thread: tests call this from inside `rt().block_on`.
+    SERVER.get_or_init(|| std::thread::spawn(|| rt().block_on(start())).join().expect("test server starts"))
+}
+
+async fn start() -> TestServer {
+    {
+        {
             let options = MistralOptions {
                 model: model_path(),
                 name: None,
@@ -62,8 +67,8 @@ pub fn server() -> &'static TestServer {
             tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
             let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
             TestServer { base, state, client }
-        })
-    })
+        }
+    }
 }
 
 impl TestServer {

@@ -27,7 +27,8 @@ fn concurrent_different_prompts_and_n_choices_match_their_solo_answers() {
         }
         assert!(alone.iter().collect::<std::collections::HashSet<_>>().len() == 4, "{alone:?}");
 
-        let singles = PROMPTS.iter().map(|p| s.post("/v1/chat/completions", &greedy_chat(p, 24)));
+        let requests: Vec<_> = PROMPTS.iter().map(|p| greedy_chat(p, 24)).collect();
+        let singles = requests.iter().map(|r| s.post("/v1/chat/completions", r));
         let mut with_n = greedy_chat(PROMPTS[1], 24);
         with_n["n"] = json!(4);
         let mut streamed = greedy_chat(PROMPTS[2], 24);
