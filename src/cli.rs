@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::checkpoint::gguf::WeightsChoice;
 use crate::telemetry::LogFormat;
 
 /// The model `srlm serve` hosts when none is named (fetched by scripts/fetch-model.sh).
@@ -56,6 +57,11 @@ pub struct ServeArgs {
     /// Run on CPU even when a GPU is available.
     #[arg(long, env = "SRLM_CPU")]
     pub cpu: bool,
+    /// Weight type to serve a GGUF model with: `auto` re-encodes Q4_1 as Q8_0 on CPU
+    /// (candle has SIMD kernels for Q8_0, not Q4_1); the copy is written once beside
+    /// the model and reused.
+    #[arg(long, env = "SRLM_WEIGHTS", value_enum, default_value = "auto")]
+    pub weights: WeightsChoice,
     /// Requests admitted at once (running or queued); beyond it, 429 with Retry-After.
     #[arg(long, env = "SRLM_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
@@ -68,6 +74,13 @@ pub struct ServeArgs {
     /// Largest `max_tokens` a request may ask for.
     #[arg(long, env = "SRLM_MAX_TOKENS", default_value_t = 4096)]
     pub max_tokens: usize,
+    /// Judge prompt template with `{prompt}` and `{response}` placeholders (default: the
+    /// project's additive 5-point rubric, templates/judge.txt).
+    #[arg(long, env = "SRLM_JUDGE_TEMPLATE")]
+    pub judge_template: Option<PathBuf>,
+    /// Largest number of judge samples per candidate.
+    #[arg(long, env = "SRLM_MAX_JUDGE_SAMPLES", default_value_t = 16)]
+    pub max_judge_samples: usize,
     /// `max_tokens` of chat requests that name none.
     #[arg(long, env = "SRLM_DEFAULT_MAX_TOKENS", default_value_t = 512)]
     pub default_max_tokens: usize,

@@ -5,8 +5,10 @@
 
 pub mod api;
 pub mod bench;
+pub mod checkpoint;
 pub mod cli;
 pub mod engine;
+pub mod judge;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

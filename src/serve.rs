@@ -8,6 +8,7 @@ use anyhow::Context;
 use crate::api::{self, AppState, Limits};
 use crate::cli::ServeArgs;
 use crate::engine::mistral::{MistralEngine, MistralOptions};
+use crate::judge::JudgeTemplate;
 use crate::store::Store;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -17,6 +18,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_seqs: args.max_seqs,
         prefix_cache: args.prefix_cache,
         force_cpu: args.cpu,
+        weights: args.weights,
     };
     let engine = MistralEngine::load(&options)
         .await
@@ -28,9 +30,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_tokens: args.max_tokens,
         default_max_tokens: args.default_max_tokens,
         max_in_flight: args.max_in_flight,
+        max_judge_samples: args.max_judge_samples,
         ..Limits::default()
     };
-    let state = AppState::new(Arc::new(engine), store, limits);
+    let mut state = AppState::new(Arc::new(engine), store, limits);
+    if let Some(path) = &args.judge_template {
+        state.judge_template = Arc::new(JudgeTemplate::from_file(path)?);
+    }
     register_in_background(&state);
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))

@@ -134,7 +134,7 @@ impl ChatCompletionRequest {
     }
 }
 
-fn validate_message(index: usize, message: RequestMessage) -> Result<ChatMessage, ApiError> {
+pub(super) fn validate_message(index: usize, message: RequestMessage) -> Result<ChatMessage, ApiError> {
     if !ROLES.contains(&message.role.as_str()) {
         return Err(ApiError::field(
             format!("messages[{index}].role"),

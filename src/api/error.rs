@@ -23,6 +23,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("the model `{0}` does not exist; GET /v1/models lists the served model")]
     ModelNotFound(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error("the server is at its limit of {limit} requests in flight; retry shortly")]
     Overloaded { limit: usize },
     #[error("the database is unavailable: {0}")]
@@ -44,7 +46,7 @@ impl ApiError {
             Self::InvalidField { .. } | Self::InvalidJson(_) | Self::Engine(_) => StatusCode::BAD_REQUEST,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -59,6 +61,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => ("invalid_request_error", "body_too_large", None),
             Self::UnsupportedMediaType => ("invalid_request_error", "unsupported_media_type", None),
             Self::ModelNotFound(_) => ("invalid_request_error", "model_not_found", Some("model".into())),
+            Self::NotFound(_) => ("invalid_request_error", "not_found", None),
             Self::Overloaded { .. } => ("server_overloaded", "too_many_requests", None),
             Self::DatabaseUnavailable(_) => ("service_unavailable", "database_unavailable", None),
             Self::Engine(_) => ("invalid_request_error", "engine_rejected", None),

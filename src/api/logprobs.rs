@@ -94,6 +94,7 @@ mod tests {
             text: text.into(),
             bytes: text.as_bytes().to_vec(),
             logprob: lp,
+            allowed: vec![],
             top: vec![TopLogprob { token: 1, text: text.into(), bytes: text.as_bytes().to_vec(), logprob: lp }],
         }
     }

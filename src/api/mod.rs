@@ -3,9 +3,12 @@
 pub mod chat;
 pub mod completions;
 pub mod error;
+pub mod generate;
 pub mod health;
+pub mod judge;
 pub mod logprobs;
 pub mod models;
+pub mod records;
 pub mod sampling;
 pub mod stream;
 
@@ -21,6 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::engine::SharedEngine;
+use crate::judge::JudgeTemplate;
 use crate::store::{Checkpoint, Store};
 pub use error::ApiError;
 
@@ -33,6 +37,8 @@ pub struct Limits {
     pub default_max_tokens: usize,
     pub max_top_logprobs: usize,
     pub max_stop: usize,
+    /// Largest number of judge samples per candidate.
+    pub max_judge_samples: usize,
     /// Requests admitted at once (running or waiting for the engine); more get 429.
     pub max_in_flight: usize,
 }
@@ -46,6 +52,7 @@ impl Default for Limits {
             default_max_tokens: 512,
             max_top_logprobs: 20,
             max_stop: 4,
+            max_judge_samples: 16,
             max_in_flight: 256,
         }
     }
@@ -59,6 +66,8 @@ pub struct AppState {
     /// The checkpoints row of the served model, once the database has it.
     pub checkpoint: Arc<RwLock<Option<Checkpoint>>>,
     pub limits: Arc<Limits>,
+    /// The judge prompt (`--judge-template`).
+    pub judge_template: Arc<JudgeTemplate>,
     admission: Arc<Semaphore>,
     /// Unix time the model was loaded (`created` in `/v1/models`).
     pub started_at: i64,
@@ -71,6 +80,7 @@ impl AppState {
             store,
             checkpoint: Arc::new(RwLock::new(None)),
             admission: Arc::new(Semaphore::new(limits.max_in_flight)),
+            judge_template: Arc::new(JudgeTemplate::default()),
             limits: Arc::new(limits),
             started_at: chrono::Utc::now().timestamp(),
         }
@@ -83,6 +93,19 @@ impl AppState {
             .clone()
             .try_acquire_owned()
             .map_err(|_| ApiError::Overloaded { limit: self.limits.max_in_flight })
+    }
+
+    /// The served checkpoint's id when recording is possible: the checkpoint is
+    /// registered and the database answers; 503 otherwise, before any work is done.
+    pub async fn recording_checkpoint(&self) -> Result<i64, ApiError> {
+        let id = self.checkpoint.read().await.as_ref().map(|c| c.id).ok_or_else(|| {
+            ApiError::DatabaseUnavailable("the served checkpoint is not registered in the database yet".into())
+        })?;
+        match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(err)) => Err(ApiError::DatabaseUnavailable(err.to_string())),
+            Err(_) => Err(ApiError::DatabaseUnavailable("no answer within 2 s".into())),
+        }
     }
 
     /// Resolves the `model` a client named: the served model's name or `current`.
@@ -122,6 +145,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     ),
     tags(
         (name = "openai", description = "OpenAI-compatible inference"),
+        (name = "self-rewarding", description = "Candidates, self-judging and preference pairs (also under /v1/generate and /v1/judge)"),
+        (name = "records", description = "What /generate and /judge recorded, for spot-checking"),
         (name = "ops", description = "Liveness and readiness")
     )
 )]
@@ -132,6 +157,9 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(chat::router())
         .merge(completions::router())
         .merge(models::router())
+        .merge(generate::router())
+        .merge(judge::router())
+        .merge(records::router())
         .merge(health::router())
 }
 
@@ -146,6 +174,8 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
     let (router, spec) = routes().split_for_parts();
     router
+        .route("/v1/generate", axum::routing::post(generate::generate))
+        .route("/v1/judge", axum::routing::post(judge::judge))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(

@@ -104,6 +104,7 @@ pub fn validate(input: SamplingInput, limits: &Limits, defaults: SamplingDefault
             top_k: top_k as usize,
             seed,
             logprobs: input.logprobs,
+            allowed: Vec::new(),
         },
         max_tokens,
         stop,

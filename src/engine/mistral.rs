@@ -22,6 +22,7 @@ use mistralrs::{
 use tokio::sync::{mpsc, Semaphore};
 
 use super::sampler::{SampledToken, Sampler};
+use crate::checkpoint::gguf::{converted_copy, WeightsChoice};
 use super::text::{Piece, TextAssembler};
 use super::vocab::Vocab;
 use super::{
@@ -42,6 +43,8 @@ pub struct MistralOptions {
     pub prefix_cache: usize,
     /// Run on CPU even when a GPU is available.
     pub force_cpu: bool,
+    /// Weight type to serve a GGUF file with (converted once, then reused).
+    pub weights: WeightsChoice,
 }
 
 pub struct MistralEngine {
@@ -60,6 +63,12 @@ impl MistralEngine {
         let prefix_cache = (opts.prefix_cache > 0).then_some(opts.prefix_cache);
 
         let (model, format, vocab) = if is_gguf(&path) {
+            let vocab = Vocab::from_gguf(&path)?;
+            let path = match opts.weights.resolve(&path, on_cpu)? {
+                Some(to) => converted_copy(&path, to)?,
+                None => path.clone(),
+            };
+            tracing::info!(file = %path.display(), "loading GGUF weights");
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let file = path.file_name().context("model path has no file name")?.to_string_lossy();
             let mut builder = GgufModelBuilder::new(dir.to_string_lossy(), vec![file.to_string()])
@@ -70,7 +79,6 @@ impl MistralEngine {
             if !on_cpu {
                 builder = builder.with_paged_attn(PagedAttentionMetaBuilder::default().build()?);
             }
-            let vocab = Vocab::from_gguf(&path)?;
             (builder.build().await?, "gguf", vocab)
         } else {
             let mut builder = TextModelBuilder::new(&opts.model)
@@ -138,6 +146,10 @@ impl MistralEngine {
 impl Engine for MistralEngine {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn vocab(&self) -> &Vocab {
+        &self.vocab
     }
 
     async fn generate(&self, generation: Generation) -> Result<EventStream, EngineError> {
@@ -243,6 +255,7 @@ fn to_logprob(vocab: &Vocab, t: &SampledToken) -> TokenLogprob {
         text: vocab.text(t.token),
         bytes: vocab.bytes(t.token).to_vec(),
         logprob: t.logprob,
+        allowed: t.allowed.clone(),
         top: t
             .top
             .iter()
@@ -308,7 +321,7 @@ impl CustomLogitsProcessor for Steering {
             s.prompt_tokens = Some(context.len());
         }
         let pick = match (s.cancelled, s.eos) {
-            (true, Some(eos)) => SampledToken { token: eos, logprob: 0.0, top: Vec::new() },
+            (true, Some(eos)) => SampledToken { token: eos, logprob: 0.0, top: Vec::new(), allowed: Vec::new() },
             _ => s.sampler.sample(&values),
         };
         let mut forced = vec![f32::NEG_INFINITY; values.len()];

@@ -7,6 +7,7 @@
 
 pub mod mistral;
 pub mod sampler;
+pub mod template;
 pub mod text;
 pub mod vocab;
 
@@ -68,6 +69,8 @@ pub struct TokenLogprob {
     pub bytes: Vec<u8>,
     pub logprob: f32,
     pub top: Vec<TopLogprob>,
+    /// Log-probs of the generation's `allowed` tokens, when it restricted the choice.
+    pub allowed: Vec<(u32, f32)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +123,9 @@ pub struct ModelInfo {
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
     fn info(&self) -> &ModelInfo;
+
+    /// The model's tokens (ids of text pieces, special tokens, chat template).
+    fn vocab(&self) -> &vocab::Vocab;
 
     /// Starts a generation; events arrive on the returned stream, the last one `Done`
     /// (or an error). Waits while the engine is full.

@@ -21,11 +21,14 @@ pub struct SamplingConfig {
     pub seed: u64,
     /// `None`: no log-probs; `Some(k)`: the chosen token's log-prob and the `k` best.
     pub logprobs: Option<usize>,
+    /// When not empty, only these tokens may be chosen (a forced choice, e.g. the digit
+    /// after a judge's `Score:`); their log-probs under the full distribution are reported.
+    pub allowed: Vec<u32>,
 }
 
 impl SamplingConfig {
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, logprobs: None }
+        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, logprobs: None, allowed: Vec::new() }
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -40,6 +43,8 @@ pub struct SampledToken {
     pub token: u32,
     pub logprob: f32,
     pub top: Vec<(u32, f32)>,
+    /// Log-probs of the config's `allowed` tokens (full distribution), in its order.
+    pub allowed: Vec<(u32, f32)>,
 }
 
 pub struct Sampler {
@@ -55,8 +60,19 @@ impl Sampler {
 
     /// Picks the next token from raw (unnormalised) logits.
     pub fn sample(&mut self, logits: &[f32]) -> SampledToken {
-        let token = if self.cfg.is_greedy() { argmax(logits) } else { self.draw(logits) };
         let log_z = log_sum_exp(logits);
+        let token = if self.cfg.allowed.is_empty() {
+            self.pick(logits)
+        } else {
+            let mut masked = vec![f32::NEG_INFINITY; logits.len()];
+            for &t in &self.cfg.allowed {
+                if let Some(l) = logits.get(t as usize) {
+                    masked[t as usize] = *l;
+                }
+            }
+            self.pick(&masked)
+        };
+        let allowed = self.cfg.allowed.iter().filter_map(|&t| logits.get(t as usize).map(|l| (t, l - log_z))).collect();
         let top = match self.cfg.logprobs {
             Some(k) if k > 0 => top_k_indices(logits, k)
                 .into_iter()
@@ -64,7 +80,15 @@ impl Sampler {
                 .collect(),
             _ => Vec::new(),
         };
-        SampledToken { token: token as u32, logprob: logits[token] - log_z, top }
+        SampledToken { token: token as u32, logprob: logits[token] - log_z, top, allowed }
+    }
+
+    fn pick(&mut self, logits: &[f32]) -> usize {
+        if self.cfg.is_greedy() {
+            argmax(logits)
+        } else {
+            self.draw(logits)
+        }
     }
 
     fn draw(&mut self, logits: &[f32]) -> usize {
@@ -135,7 +159,7 @@ mod tests {
     use super::*;
 
     fn cfg(temperature: f32, top_p: f32, top_k: usize, seed: u64) -> SamplingConfig {
-        SamplingConfig { temperature, top_p, top_k, seed, logprobs: Some(3) }
+        SamplingConfig { temperature, top_p, top_k, seed, logprobs: Some(3), allowed: Vec::new() }
     }
 
     #[test]
@@ -185,6 +209,20 @@ mod tests {
         let logits = [2.0, 0.0];
         let mut cold = Sampler::new(cfg(0.1, 1.0, 0, 4));
         assert!((0..200).all(|_| cold.sample(&logits).token == 0));
+    }
+
+    #[test]
+    fn allowed_tokens_restrict_the_choice_and_report_full_log_probs() {
+        let logits = [5.0, 1.0, 2.0, 0.0];
+        let mut cfg = cfg(0.0, 1.0, 0, 0);
+        cfg.allowed = vec![1, 2];
+        let t = Sampler::new(cfg.clone()).sample(&logits);
+        assert_eq!(t.token, 2, "greedy among the allowed");
+        let z = log_sum_exp(&logits);
+        assert_eq!(t.allowed, vec![(1, 1.0 - z), (2, 2.0 - z)]);
+        cfg.temperature = 1.0;
+        let mut s = Sampler::new(cfg);
+        assert!((0..200).all(|_| [1, 2].contains(&s.sample(&logits).token)));
     }
 
     #[test]

@@ -105,7 +105,7 @@ mod tests {
     use super::*;
 
     fn lp(text: &str) -> Option<TokenLogprob> {
-        Some(TokenLogprob { token: 0, text: text.into(), bytes: text.as_bytes().to_vec(), logprob: -1.0, top: vec![] })
+        Some(TokenLogprob { token: 0, text: text.into(), bytes: text.as_bytes().to_vec(), logprob: -1.0, top: vec![], allowed: vec![] })
     }
 
     fn run(tokens: &[&[u8]], stop: &[&str]) -> (Vec<String>, bool) {

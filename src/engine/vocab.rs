@@ -11,12 +11,17 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file;
 
+use super::template::ChatTemplate;
+
 #[derive(Debug, Clone)]
 pub struct Vocab {
     tokens: Vec<Vec<u8>>,
     /// Control tokens (`<|im_start|>` …): never part of generated text.
     special: Vec<bool>,
+    by_bytes: HashMap<Vec<u8>, u32>,
     pub eos: Option<u32>,
+    /// The checkpoint's chat template, where it has one.
+    pub chat_template: Option<ChatTemplate>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,7 +58,14 @@ impl Vocab {
             Some(types) => types.iter().map(|t| t.to_i32().is_ok_and(|t| t == 3)).collect(),
             None => vec![false; tokens.len()],
         };
-        Ok(Self::build(&tokens, encoding, special, eos))
+        let mut vocab = Self::build(&tokens, encoding, special, eos);
+        let token_text = |key: &str| {
+            md.get(key).and_then(|v| v.to_u32().ok()).and_then(|id| tokens.get(id as usize)).cloned().unwrap_or_default()
+        };
+        vocab.chat_template = md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).map(|t| {
+            ChatTemplate::new(t.clone(), token_text("tokenizer.ggml.bos_token_id"), token_text("tokenizer.ggml.eos_token_id"))
+        });
+        Ok(vocab)
     }
 
     pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
@@ -75,7 +87,19 @@ impl Vocab {
                 }
             }
         }
-        Ok(Self::build(&tokens, encoding, special, eos))
+        let mut vocab = Self::build(&tokens, encoding, special, eos);
+        let config = path.with_file_name("tokenizer_config.json");
+        if let Ok(text) = std::fs::read_to_string(&config) {
+            let config: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}", config.display()))?;
+            let token = |key: &str| match &config[key] {
+                serde_json::Value::String(s) => s.clone(),
+                other => other["content"].as_str().unwrap_or_default().to_string(),
+            };
+            vocab.chat_template = config["chat_template"]
+                .as_str()
+                .map(|t| ChatTemplate::new(t, token("bos_token"), token("eos_token")));
+        }
+        Ok(vocab)
     }
 
     /// Reads the vocabulary next to a model: a GGUF file, or a directory holding
@@ -100,8 +124,14 @@ impl Vocab {
                     .unwrap_or_else(|| t.as_bytes().to_vec()),
                 Encoding::SentencePiece => sentencepiece_bytes(t),
             })
-            .collect();
-        Self { tokens, special, eos }
+            .collect::<Vec<Vec<u8>>>();
+        let mut by_bytes = HashMap::new();
+        for (id, bytes) in tokens.iter().enumerate() {
+            if !special.get(id).copied().unwrap_or(false) {
+                by_bytes.entry(bytes.clone()).or_insert(id as u32);
+            }
+        }
+        Self { tokens, special, by_bytes, eos, chat_template: None }
     }
 
     pub fn len(&self) -> usize {
@@ -114,6 +144,11 @@ impl Vocab {
 
     pub fn bytes(&self, id: u32) -> &[u8] {
         self.tokens.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The id of the (non-special) token whose bytes are exactly `bytes`.
+    pub fn find(&self, bytes: &[u8]) -> Option<u32> {
+        self.by_bytes.get(bytes).copied()
     }
 
     pub fn is_special(&self, id: u32) -> bool {
@@ -181,6 +216,8 @@ mod tests {
         assert_eq!(v.bytes(4), &[0xC3]);
         assert_eq!(v.bytes(99), b"");
         assert!(v.is_special(2));
+        assert_eq!(v.find(b" hello"), Some(0));
+        assert_eq!(v.find(b"<|im_end|>"), None, "special tokens are not text");
         assert_eq!(v.text_bytes(2), b"");
     }
 

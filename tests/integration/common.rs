@@ -49,6 +49,7 @@ async fn start() -> TestServer {
                 max_seqs: 32,
                 prefix_cache: 0,
                 force_cpu: true,
+                weights: srlm::checkpoint::gguf::WeightsChoice::Auto,
             };
             let engine = MistralEngine::load(&options).await.expect("load the default model (scripts/fetch-model.sh)");
             let store = Store::connect_lazy(&database_url()).expect("database url");

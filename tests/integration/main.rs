@@ -7,4 +7,5 @@ mod chat;
 mod concurrency;
 mod errors;
 mod ops;
+mod selfreward;
 mod sdk;

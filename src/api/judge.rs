@@ -1,0 +1,243 @@
+//! `POST /judge` (also `/v1/judge`): the served model judges a response (given inline,
+//! or a stored candidate, whose judgments are then recorded).
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::chat::{validate_message, RequestMessage};
+use super::error::ErrorBody;
+use super::generate::new_judgments;
+use super::{ApiError, ApiJson, AppState, Limits};
+use crate::engine::ChatMessage;
+use crate::judge::{self, JudgeMethod, JudgeSettings, Verdict};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(judge))
+}
+
+/// How to judge.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
+pub struct JudgeOptions {
+    /// Judge samples per response, averaged (default 3).
+    pub samples: Option<i64>,
+    /// `sample` (default), `constrained` or `expected`.
+    pub method: Option<JudgeMethod>,
+    /// Judge sampling temperature (default 0.7).
+    pub temperature: Option<f64>,
+    /// Judge nucleus mass (default 0.9).
+    pub top_p: Option<f64>,
+    /// Longest judge text in tokens (default 256).
+    pub max_tokens: Option<i64>,
+}
+
+pub(super) fn validate_judge_options(o: JudgeOptions, limits: &Limits, seed: u64) -> Result<JudgeSettings, ApiError> {
+    let samples = o.samples.unwrap_or(3);
+    if samples < 1 || samples > limits.max_judge_samples as i64 {
+        return Err(ApiError::field(
+            "judge.samples",
+            format!("judge samples must be between 1 and {}, got {samples}", limits.max_judge_samples),
+        ));
+    }
+    let temperature = o.temperature.unwrap_or(0.7);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(ApiError::field("judge.temperature", format!("judge temperature must be between 0 and 2, got {temperature}")));
+    }
+    let top_p = o.top_p.unwrap_or(0.9);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ApiError::field("judge.top_p", format!("judge top_p must be greater than 0 and at most 1, got {top_p}")));
+    }
+    let max_tokens = o.max_tokens.unwrap_or(256);
+    if max_tokens < 1 || max_tokens > limits.max_tokens as i64 {
+        return Err(ApiError::field(
+            "judge.max_tokens",
+            format!("judge max_tokens must be between 1 and {}, got {max_tokens}", limits.max_tokens),
+        ));
+    }
+    Ok(JudgeSettings {
+        samples: samples as usize,
+        method: o.method.unwrap_or_default(),
+        temperature: temperature as f32,
+        top_p: top_p as f32,
+        max_tokens: max_tokens as usize,
+        seed,
+    })
+}
+
+/// One judge sample.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JudgmentOut {
+    /// Row id, when recorded.
+    pub judgment_id: Option<i64>,
+    pub sample_index: usize,
+    /// `null` when the judge's text held no valid score (never coerced).
+    pub score: Option<f32>,
+    /// The judge's text.
+    pub text: String,
+}
+
+impl JudgmentOut {
+    pub fn list(verdict: &Verdict, ids: Option<&[i64]>) -> Vec<Self> {
+        verdict
+            .samples
+            .iter()
+            .enumerate()
+            .map(|(k, s)| Self {
+                judgment_id: ids.and_then(|ids| ids.get(k).copied()),
+                sample_index: k,
+                score: s.score,
+                text: s.text.clone(),
+            })
+            .collect()
+    }
+}
+
+/// What to judge: a stored candidate, or a prompt (or messages) and a response.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+#[schema(example = json!({
+    "prompt": "Why is the sea salty?",
+    "response": "Rivers carry dissolved minerals into the sea, and evaporation leaves the salt behind.",
+    "samples": 3, "method": "expected"
+}))]
+pub struct JudgeRequest {
+    /// The served model's name or `current` (default).
+    pub model: Option<String>,
+    /// A stored candidate to judge; its judgments are recorded.
+    pub candidate_id: Option<i64>,
+    /// The question, as one user message.
+    pub prompt: Option<String>,
+    /// The conversation, instead of `prompt`.
+    pub messages: Option<Vec<RequestMessage>>,
+    /// The answer to judge (with `prompt` or `messages`).
+    pub response: Option<String>,
+    /// Judge samples, averaged (default 3).
+    pub samples: Option<i64>,
+    /// `sample` (default), `constrained` or `expected`.
+    pub method: Option<JudgeMethod>,
+    /// Judge sampling temperature (default 0.7).
+    pub temperature: Option<f64>,
+    /// Judge nucleus mass (default 0.9).
+    pub top_p: Option<f64>,
+    /// Longest judge text in tokens (default 256).
+    pub max_tokens: Option<i64>,
+    /// Seed for reproducible judging (sample k uses seed + k).
+    pub seed: Option<i64>,
+    /// Record the judgments of a stored candidate (default true).
+    pub record: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JudgeResponse {
+    /// Always `srlm.judgment`.
+    pub object: String,
+    pub model: String,
+    /// The judging checkpoint.
+    pub checkpoint_id: Option<i64>,
+    pub candidate_id: Option<i64>,
+    pub method: JudgeMethod,
+    pub samples: Vec<JudgmentOut>,
+    /// Mean of the parsed scores; `null` when none parsed.
+    pub mean: Option<f32>,
+    /// Samples whose score parsed, out of `samples.len()`.
+    pub parsed: usize,
+}
+
+/// Judge a response
+///
+/// The served model scores a response with the additive 5-point rubric, `samples`
+/// times (run concurrently). Give a stored `candidate_id` (its judgments are recorded),
+/// or `prompt`/`messages` with a `response` (nothing is recorded).
+#[utoipa::path(
+    post,
+    path = "/judge",
+    tag = "self-rewarding",
+    request_body = JudgeRequest,
+    responses(
+        (status = 200, description = "Each sample's text and score, the mean and how many parsed", body = JudgeResponse),
+        (status = 400, description = "Invalid field; the message names the field and the limit", body = ErrorBody),
+        (status = 404, description = "Unknown model or candidate", body = ErrorBody),
+        (status = 429, description = "Too many requests in flight", body = ErrorBody),
+        (status = 503, description = "The database is unavailable; nothing was written", body = ErrorBody),
+    )
+)]
+pub async fn judge(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<JudgeRequest>,
+) -> Result<Json<JudgeResponse>, ApiError> {
+    let _permit = state.admit()?;
+    state.check_model(request.model.as_deref().unwrap_or(super::models::CURRENT_ALIAS))?;
+    let seed = request.seed.map_or_else(rand::random::<u64>, |s| s as u64);
+    let options = JudgeOptions {
+        samples: request.samples,
+        method: request.method,
+        temperature: request.temperature,
+        top_p: request.top_p,
+        max_tokens: request.max_tokens,
+    };
+    let settings = validate_judge_options(options, &state.limits, seed)?;
+    let (question, response, candidate_id) = match (request.candidate_id, request.response) {
+        (Some(_), Some(_)) => return Err(ApiError::field("response", "give either candidate_id or response, not both")),
+        (None, None) => return Err(ApiError::field("response", "response (or candidate_id) is required")),
+        (Some(id), None) => {
+            let candidate = state
+                .store
+                .candidate(id)
+                .await
+                .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?
+                .ok_or_else(|| ApiError::NotFound(format!("candidate {id} does not exist")))?;
+            let prompt = state
+                .store
+                .prompt(candidate.prompt_id)
+                .await
+                .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?
+                .ok_or_else(|| ApiError::NotFound(format!("prompt {} does not exist", candidate.prompt_id)))?;
+            let messages: Vec<ChatMessage> = serde_json::from_value::<Vec<RequestMessage>>(prompt.messages)
+                .map_err(|e| ApiError::Internal(e.into()))?
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| validate_message(i, m))
+                .collect::<Result<_, _>>()?;
+            (judge::question_text(&messages), candidate.text, Some(id))
+        }
+        (None, Some(response)) => {
+            let messages = match (request.messages, request.prompt) {
+                (Some(m), None) if !m.is_empty() => {
+                    m.into_iter().enumerate().map(|(i, m)| validate_message(i, m)).collect::<Result<Vec<_>, _>>()?
+                }
+                (None, Some(p)) if !p.trim().is_empty() => vec![ChatMessage { role: "user".into(), content: p }],
+                _ => return Err(ApiError::field("prompt", "exactly one of prompt or messages (non-empty) is required with response")),
+            };
+            (judge::question_text(&messages), response, None)
+        }
+    };
+    let record = candidate_id.is_some() && request.record.unwrap_or(true);
+    let checkpoint_id = if record { Some(state.recording_checkpoint().await?) } else { None };
+
+    let verdict = judge::judge(state.engine.as_ref(), &state.judge_template, &question, &response, &settings).await?;
+    let ids = match (candidate_id, checkpoint_id) {
+        (Some(candidate_id), Some(checkpoint_id)) => Some(
+            state
+                .store
+                .record_judgments(candidate_id, checkpoint_id, &new_judgments(&verdict, settings.method.as_str()))
+                .await
+                .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?,
+        ),
+        _ => None,
+    };
+    Ok(Json(JudgeResponse {
+        object: "srlm.judgment".into(),
+        model: state.engine.info().name.clone(),
+        checkpoint_id: match checkpoint_id {
+            Some(id) => Some(id),
+            None => state.checkpoint.read().await.as_ref().map(|c| c.id),
+        },
+        candidate_id,
+        method: settings.method,
+        samples: JudgmentOut::list(&verdict, ids.as_deref()),
+        mean: verdict.mean,
+        parsed: verdict.parsed(),
+    }))
+}

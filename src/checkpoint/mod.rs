@@ -1,0 +1,3 @@
+//! Checkpoint files: GGUF reading, writing and conversion between weight types.
+
+pub mod gguf;
