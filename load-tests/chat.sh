@@ -9,6 +9,6 @@ source scripts/env.sh
 URL="${1:-http://127.0.0.1:8080}"
 LABEL="${2:-default}"
 mkdir -p load-tests/results
-cargo run --release --quiet -- bench --url "$URL" --concurrency "${CONCURRENCY:-1,8,32}" \
+cargo run --release --quiet -- bench chat --url "$URL" --concurrency "${CONCURRENCY:-1,8,32}" \
     --requests "${REQUESTS:-32}" --max-tokens "${MAX_TOKENS:-128}" --label "$LABEL" \
     --out "load-tests/results/chat-$LABEL.json"

@@ -26,8 +26,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI document (or write it to a file).
     Openapi(OpenapiArgs),
-    /// Measure a running server: tokens/s, requests/s and latency percentiles.
-    Bench(BenchArgs),
+    /// Measure a running server (loopback targets; bounded in requests and time).
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -44,6 +45,10 @@ pub struct ServeArgs {
     /// Port to listen on.
     #[arg(long, env = "SRLM_PORT", default_value_t = 8080)]
     pub port: u16,
+    /// Engine: `native` (srlm's Llama model, batched on CPU), `mistralrs`, or `auto`
+    /// (native for Llama-family models on CPU, mistralrs otherwise).
+    #[arg(long, env = "SRLM_ENGINE", value_enum, default_value = "auto")]
+    pub engine: EngineChoice,
     /// Postgres URL; migrations run at startup.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
@@ -51,6 +56,9 @@ pub struct ServeArgs {
     /// mistralrs 0.8.1 mixes up batched sequences, so there it runs one at a time.
     #[arg(long, env = "SRLM_MAX_SEQS", default_value_t = 32)]
     pub max_seqs: usize,
+    /// Prompt tokens the native engine prefills per step (shared by new sequences).
+    #[arg(long, env = "SRLM_PREFILL_CHUNK", default_value_t = 256)]
+    pub prefill_chunk: usize,
     /// Sequences kept in mistralrs' prefix cache (0 = off).
     #[arg(long, env = "SRLM_PREFIX_CACHE", default_value_t = 0)]
     pub prefix_cache: usize,
@@ -78,6 +86,13 @@ pub struct ServeArgs {
     /// project's additive 5-point rubric, templates/judge.txt).
     #[arg(long, env = "SRLM_JUDGE_TEMPLATE")]
     pub judge_template: Option<PathBuf>,
+    /// Smallest chosen − rejected score difference that makes a preference pair.
+    #[arg(long, env = "SRLM_MIN_MARGIN", default_value_t = 0.0)]
+    pub min_margin: f32,
+    /// Length control: scores within this band of the top count as equal and the
+    /// shortest is chosen (Meta-Rewarding). Off unless given.
+    #[arg(long, env = "SRLM_LENGTH_BAND")]
+    pub length_band: Option<f32>,
     /// Largest number of judge samples per candidate.
     #[arg(long, env = "SRLM_MAX_JUDGE_SAMPLES", default_value_t = 16)]
     pub max_judge_samples: usize,
@@ -86,9 +101,59 @@ pub struct ServeArgs {
     pub default_max_tokens: usize,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineChoice {
+    Auto,
+    Mistralrs,
+    Native,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct OpenapiArgs {
     /// Write here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Streamed chat: tokens/s, requests/s, latency and time-to-first-token percentiles.
+    Chat(BenchArgs),
+    /// `/generate` with judging at paper settings: scored candidates per minute, pairs
+    /// per hour, parse and tie rates.
+    Generate(GenerateBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GenerateBenchArgs {
+    /// Base URL of a running srlm server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Judging methods to measure, one after the other.
+    #[arg(long, value_delimiter = ',', default_value = "sample,constrained,expected")]
+    pub methods: Vec<String>,
+    /// Prompts judged at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Prompts per method.
+    #[arg(long, default_value_t = 4)]
+    pub prompts: usize,
+    /// Candidates per prompt (paper: 4).
+    #[arg(long, default_value_t = 4)]
+    pub n: usize,
+    /// Judge samples per candidate (paper: 3).
+    #[arg(long, default_value_t = 3)]
+    pub samples: usize,
+    /// Most new tokens per candidate and per judge sample.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Record in Postgres (as the loop does).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub record: bool,
+    /// Stop a method after this many seconds, whatever is left.
+    #[arg(long, default_value_t = 1200)]
+    pub time_limit_s: u64,
+    /// Write the results as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }

@@ -12,5 +12,6 @@ pub mod judge;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
+pub mod train;
 
 pub use api::{app, AppState, Limits};

@@ -1,5 +1,5 @@
 use clap::Parser;
-use srlm::cli::{Cli, Command};
+use srlm::cli::{BenchCommand, Cli, Command};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,9 +17,12 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Bench(args) => {
+        Command::Bench(bench) => {
             srlm::telemetry::init(cli.log_format);
-            srlm::bench::run(args).await
+            match bench {
+                BenchCommand::Chat(args) => srlm::bench::chat::run(args).await,
+                BenchCommand::Generate(args) => srlm::bench::generate::run(args).await,
+            }
         }
     }
 }

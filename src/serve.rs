@@ -1,26 +1,21 @@
 //! `srlm serve`: load the model, connect the store, serve HTTP until SIGTERM/Ctrl-C.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::api::{self, AppState, Limits};
-use crate::cli::ServeArgs;
+use crate::cli::{EngineChoice, ServeArgs};
 use crate::engine::mistral::{MistralEngine, MistralOptions};
-use crate::judge::JudgeTemplate;
+use crate::engine::native::{NativeEngine, NativeOptions};
+use crate::engine::SharedEngine;
+use crate::judge::{JudgeTemplate, PairPolicy};
 use crate::store::Store;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let options = MistralOptions {
-        model: args.model.clone(),
-        name: args.model_name.clone(),
-        max_seqs: args.max_seqs,
-        prefix_cache: args.prefix_cache,
-        force_cpu: args.cpu,
-        weights: args.weights,
-    };
-    let engine = MistralEngine::load(&options)
+    let engine = load_engine(&args)
         .await
         .with_context(|| format!("loading {} (run scripts/fetch-model.sh for the default model)", args.model))?;
     let store = Store::connect_lazy(&args.database_url).context("parsing --database-url")?;
@@ -33,7 +28,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_judge_samples: args.max_judge_samples,
         ..Limits::default()
     };
-    let mut state = AppState::new(Arc::new(engine), store, limits);
+    let mut state = AppState::new(engine, store, limits);
+    state.pair_policy = PairPolicy { min_margin: args.min_margin, length_band: args.length_band };
     if let Some(path) = &args.judge_template {
         state.judge_template = Arc::new(JudgeTemplate::from_file(path)?);
     }
@@ -45,6 +41,48 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(address = %listener.local_addr()?, docs = "/docs", "serving");
     axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Loads the engine `--engine` names; `auto` takes the native engine for Llama-family
+/// models on CPU (it batches correctly there) and mistralrs otherwise.
+pub async fn load_engine(args: &ServeArgs) -> anyhow::Result<SharedEngine> {
+    let on_cpu = mistralrs::best_device(args.cpu).map(|d| d.is_cpu()).unwrap_or(true);
+    let native = match args.engine {
+        EngineChoice::Native => true,
+        EngineChoice::Mistralrs => false,
+        EngineChoice::Auto => on_cpu && is_llama(Path::new(&args.model)),
+    };
+    if native {
+        let options = NativeOptions {
+            model: args.model.clone(),
+            name: args.model_name.clone(),
+            max_seqs: args.max_seqs,
+            prefill_chunk: args.prefill_chunk,
+        };
+        return Ok(Arc::new(tokio::task::spawn_blocking(move || NativeEngine::load(&options)).await??));
+    }
+    let options = MistralOptions {
+        model: args.model.clone(),
+        name: args.model_name.clone(),
+        max_seqs: args.max_seqs,
+        prefix_cache: args.prefix_cache,
+        force_cpu: args.cpu,
+        weights: args.weights,
+    };
+    Ok(Arc::new(MistralEngine::load(&options).await?))
+}
+
+/// A local GGUF file or HF directory of a Llama-family model (the native engine's).
+fn is_llama(path: &Path) -> bool {
+    if path.is_dir() {
+        let config = std::fs::read_to_string(path.join("config.json")).unwrap_or_default();
+        return serde_json::from_str::<serde_json::Value>(&config).is_ok_and(|c| c["model_type"] == "llama");
+    }
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    candle_core::quantized::gguf_file::Content::read(&mut file)
+        .ok()
+        .and_then(|c| c.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned())
+        .is_some_and(|arch| arch == "llama")
 }
 
 /// Migrates the database and registers the served model as the active checkpoint,

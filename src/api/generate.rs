@@ -119,7 +119,7 @@ impl GenerateRequest {
             Some(JudgeChoice::Flag(true)) => Some(validate_judge_options(JudgeOptions::default(), &state.limits, sampling.config.seed)?),
             Some(JudgeChoice::Options(o)) => Some(validate_judge_options(o, &state.limits, sampling.config.seed)?),
         };
-        let policy = self.pair_policy.unwrap_or_default();
+        let policy = self.pair_policy.unwrap_or(state.pair_policy);
         if !(policy.min_margin >= 0.0 && policy.min_margin <= 5.0) {
             return Err(ApiError::field("pair_policy.min_margin", format!("min_margin must be between 0 and 5, got {}", policy.min_margin)));
         }

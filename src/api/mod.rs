@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::engine::SharedEngine;
-use crate::judge::JudgeTemplate;
+use crate::judge::{JudgeTemplate, PairPolicy};
 use crate::store::{Checkpoint, Store};
 pub use error::ApiError;
 
@@ -68,6 +68,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The judge prompt (`--judge-template`).
     pub judge_template: Arc<JudgeTemplate>,
+    /// Pair policy of `/generate` requests that give none (`--min-margin`, `--length-band`).
+    pub pair_policy: PairPolicy,
     admission: Arc<Semaphore>,
     /// Unix time the model was loaded (`created` in `/v1/models`).
     pub started_at: i64,
@@ -81,6 +83,7 @@ impl AppState {
             checkpoint: Arc::new(RwLock::new(None)),
             admission: Arc::new(Semaphore::new(limits.max_in_flight)),
             judge_template: Arc::new(JudgeTemplate::default()),
+            pair_policy: PairPolicy::default(),
             limits: Arc::new(limits),
             started_at: chrono::Utc::now().timestamp(),
         }
@@ -195,6 +198,9 @@ pub fn app(state: AppState) -> Router {
                     span.record("status", res.status().as_u16());
                     span.record("latency_ms", latency.as_millis() as u64);
                     tracing::info!(parent: span, "response");
+                })
+                .on_eos(|_: Option<&axum::http::HeaderMap>, stream: std::time::Duration, span: &tracing::Span| {
+                    tracing::info!(parent: span, stream_ms = stream.as_millis() as u64, "stream end");
                 }),
         )
         .with_state(state)

@@ -27,7 +27,6 @@ use super::text::{Piece, TextAssembler};
 use super::vocab::Vocab;
 use super::{
     Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt,
-    TokenLogprob, TopLogprob,
 };
 
 /// How to load a model into mistralrs.
@@ -188,7 +187,7 @@ impl Engine for MistralEngine {
                         continue;
                     }
                     counted += 1;
-                    let logprob = want_logprobs.then(|| to_logprob(&vocab, &token));
+                    let logprob = want_logprobs.then(|| super::token_logprob(&vocab, &token));
                     let next = text.push(vocab.text_bytes(token.token), logprob);
                     piece.text.push_str(&next.text);
                     piece.logprobs.extend(next.logprobs);
@@ -246,26 +245,6 @@ fn chunk_finish(response: Response) -> Result<Option<FinishReason>, EngineError>
         Response::InternalError(e) => Err(EngineError::Internal(e.to_string())),
         Response::ModelError(e, _) | Response::CompletionModelError(e, _) => Err(EngineError::Internal(e)),
         _ => Err(EngineError::Internal("unexpected response kind from mistralrs".into())),
-    }
-}
-
-fn to_logprob(vocab: &Vocab, t: &SampledToken) -> TokenLogprob {
-    TokenLogprob {
-        token: t.token,
-        text: vocab.text(t.token),
-        bytes: vocab.bytes(t.token).to_vec(),
-        logprob: t.logprob,
-        allowed: t.allowed.clone(),
-        top: t
-            .top
-            .iter()
-            .map(|&(token, logprob)| TopLogprob {
-                token,
-                text: vocab.text(token),
-                bytes: vocab.bytes(token).to_vec(),
-                logprob,
-            })
-            .collect(),
     }
 }
 

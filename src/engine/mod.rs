@@ -6,9 +6,11 @@
 //! and no database.
 
 pub mod mistral;
+pub mod native;
 pub mod sampler;
 pub mod template;
 pub mod text;
+pub mod tokenizer;
 pub mod vocab;
 
 use std::sync::Arc;
@@ -158,4 +160,25 @@ pub struct Completion {
     pub text: String,
     pub logprobs: Vec<TokenLogprob>,
     pub finish: Option<Finish>,
+}
+
+/// A sampled token as clients see it in log-probs.
+pub(crate) fn token_logprob(vocab: &vocab::Vocab, t: &SampledToken) -> TokenLogprob {
+    let entry = |token: u32| (vocab.text(token), vocab.bytes(token).to_vec());
+    let (text, bytes) = entry(t.token);
+    TokenLogprob {
+        token: t.token,
+        text,
+        bytes,
+        logprob: t.logprob,
+        allowed: t.allowed.clone(),
+        top: t
+            .top
+            .iter()
+            .map(|&(token, logprob)| {
+                let (text, bytes) = entry(token);
+                TopLogprob { token, text, bytes, logprob }
+            })
+            .collect(),
+    }
 }

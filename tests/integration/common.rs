@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use srlm::engine::mistral::{MistralEngine, MistralOptions};
+use srlm::engine::native::{NativeEngine, NativeOptions};
+use srlm::engine::SharedEngine;
 use srlm::store::Store;
 use srlm::{AppState, Limits};
 
@@ -40,36 +42,63 @@ pub fn server() -> &'static TestServer {
     SERVER.get_or_init(|| std::thread::spawn(|| rt().block_on(start())).join().expect("test server starts"))
 }
 
-async fn start() -> TestServer {
-    {
-        {
-            let options = MistralOptions {
-                model: model_path(),
-                name: None,
-                max_seqs: 32,
-                prefix_cache: 0,
-                force_cpu: true,
-                weights: srlm::checkpoint::gguf::WeightsChoice::Auto,
-            };
-            let engine = MistralEngine::load(&options).await.expect("load the default model (scripts/fetch-model.sh)");
-            let store = Store::connect_lazy(&database_url()).expect("database url");
-            let state = AppState::new(Arc::new(engine), store, test_limits());
-            srlm::serve::register_in_background(&state);
-            for _ in 0..300 {
-                if state.checkpoint.read().await.is_some() {
-                    break;
+/// The engine the HTTP tests run on: `SRLM_TEST_ENGINE` = `native` (default) or `mistralrs`.
+pub fn server_engine_kind() -> String {
+    std::env::var("SRLM_TEST_ENGINE").unwrap_or_else(|_| "native".into())
+}
+
+/// Each engine is loaded once per test binary, on the shared runtime.
+pub fn engine(kind: &str) -> SharedEngine {
+    static NATIVE: OnceLock<SharedEngine> = OnceLock::new();
+    static MISTRAL: OnceLock<SharedEngine> = OnceLock::new();
+    let load = move || -> SharedEngine {
+        let kind = kind.to_string();
+        std::thread::spawn(move || {
+            rt().block_on(async move {
+                if kind == "native" {
+                    let options = NativeOptions { model: model_path(), name: None, max_seqs: 32, prefill_chunk: 256 };
+                    Arc::new(NativeEngine::load(&options).expect("native engine loads the default model")) as SharedEngine
+                } else {
+                    let options = MistralOptions {
+                        model: model_path(),
+                        name: None,
+                        max_seqs: 32,
+                        prefix_cache: 0,
+                        force_cpu: true,
+                        weights: srlm::checkpoint::gguf::WeightsChoice::Auto,
+                    };
+                    Arc::new(MistralEngine::load(&options).await.expect("mistralrs loads the default model")) as SharedEngine
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            assert!(state.checkpoint.read().await.is_some(), "served checkpoint registered in Postgres");
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let base = format!("http://{}", listener.local_addr().unwrap());
-            let app = srlm::app(state.clone());
-            tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
-            TestServer { base, state, client }
-        }
+            })
+        })
+        .join()
+        .expect("engine loads")
+    };
+    match kind {
+        "native" => NATIVE.get_or_init(load).clone(),
+        "mistralrs" => MISTRAL.get_or_init(load).clone(),
+        other => panic!("unknown engine {other}"),
     }
+}
+
+async fn start() -> TestServer {
+    let engine = engine(&server_engine_kind());
+    let store = Store::connect_lazy(&database_url()).expect("database url");
+    let state = AppState::new(engine, store, test_limits());
+    srlm::serve::register_in_background(&state);
+    for _ in 0..300 {
+        if state.checkpoint.read().await.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(state.checkpoint.read().await.is_some(), "served checkpoint registered in Postgres");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = srlm::app(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(600)).build().unwrap();
+    TestServer { base, state, client }
 }
 
 impl TestServer {

@@ -5,6 +5,7 @@ mod common;
 
 mod chat;
 mod concurrency;
+mod engines;
 mod errors;
 mod ops;
 mod selfreward;

@@ -1,7 +1,6 @@
-//! `srlm bench`: a load generator for a running server (ours or any OpenAI-compatible
-//! one). Sends streamed chat requests at fixed concurrency levels and reports completion
-//! tokens/s, requests/s, time to first token and latency percentiles. Bounded in
-//! requests and time; meant for loopback targets.
+//! `srlm bench chat`: streamed chat requests at fixed concurrency levels against a
+//! running server (ours or any OpenAI-compatible one): completion tokens/s,
+//! requests/s, time to first token and latency percentiles.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
+use super::percentile;
 use crate::cli::BenchArgs;
 
 const DEFAULT_PROMPTS: [&str; 8] = [
@@ -177,24 +177,3 @@ async fn one_request(client: &reqwest::Client, url: &str, body: &serde_json::Val
     Ok(Sample { latency, ttft: ttft.unwrap_or(latency), tokens })
 }
 
-fn percentile(xs: &mut [f64], q: f64) -> f64 {
-    if xs.is_empty() {
-        return f64::NAN;
-    }
-    xs.sort_by(f64::total_cmp);
-    let rank = ((xs.len() as f64 - 1.0) * q).round() as usize;
-    xs[rank]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn percentiles_pick_by_rank() {
-        let mut xs: Vec<f64> = (1..=100).map(f64::from).rev().collect();
-        assert_eq!(percentile(&mut xs, 0.5), 51.0);
-        assert_eq!(percentile(&mut xs, 0.99), 99.0);
-        assert!(percentile(&mut [], 0.5).is_nan());
-    }
-}

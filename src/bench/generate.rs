@@ -1,0 +1,134 @@
+//! `srlm bench generate`: the self-rewarding workload at paper settings (N candidates,
+//! K judge samples each) through `/generate`, per judging method: scored candidates per
+//! minute, pairs per hour, parse rate and tie rate.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::cli::GenerateBenchArgs;
+
+const PROMPTS: [&str; 8] = [
+    "Give one tip for learning to cook.",
+    "Explain what a hash map is.",
+    "How do I keep basil alive?",
+    "Why is the sea salty?",
+    "What should I pack for a weekend hike?",
+    "How can I sleep better?",
+    "What is the difference between a virus and a bacterium?",
+    "Suggest three ways to save money on groceries.",
+];
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MethodResult {
+    pub method: String,
+    pub concurrency: usize,
+    pub prompts: usize,
+    pub errors: usize,
+    pub candidates: usize,
+    /// Candidates with a parsed mean score.
+    pub scored_candidates: usize,
+    pub judge_samples: usize,
+    pub parsed_samples: usize,
+    pub pairs: usize,
+    /// Prompts whose best and worst scores tied (no pair for that reason).
+    pub ties: usize,
+    pub wall_s: f64,
+    pub scored_candidates_per_min: f64,
+    pub pairs_per_hour: f64,
+    pub parse_rate: f64,
+    pub tie_rate: f64,
+}
+
+pub async fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(args.time_limit_s)).build()?;
+    let mut results = Vec::new();
+    println!(
+        "{:>12} {:>5} {:>7} {:>6} {:>10} {:>12} {:>10} {:>7} {:>6} {:>6}",
+        "method", "conc", "prompts", "errors", "scored", "scored/min", "pairs/h", "parse", "ties", "wall s"
+    );
+    for method in &args.methods {
+        let r = run_method(&client, &args, method).await?;
+        println!(
+            "{:>12} {:>5} {:>7} {:>6} {:>10} {:>12.1} {:>10.0} {:>6.0}% {:>5.0}% {:>6.0}",
+            r.method, r.concurrency, r.prompts, r.errors, r.scored_candidates, r.scored_candidates_per_min,
+            r.pairs_per_hour, r.parse_rate * 100.0, r.tie_rate * 100.0, r.wall_s
+        );
+        results.push(r);
+    }
+    if let Some(path) = &args.out {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: &str) -> anyhow::Result<MethodResult> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.time_limit_s);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency.max(1))
+        .map(|_| {
+            let (client, next, args, method) = (client.clone(), next.clone(), args.clone(), method.to_string());
+            tokio::spawn(async move {
+                let mut bodies = Vec::new();
+                let mut errors = 0;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= args.prompts || Instant::now() > deadline {
+                        break;
+                    }
+                    let body = serde_json::json!({
+                        "prompt": PROMPTS[i % PROMPTS.len()],
+                        "n": args.n, "max_tokens": args.max_tokens, "seed": i, "record": args.record,
+                        "judge": {"samples": args.samples, "method": method, "max_tokens": args.max_tokens},
+                    });
+                    match post(&client, &format!("{}/generate", args.url), &body).await {
+                        Ok(v) => bodies.push(v),
+                        Err(err) => {
+                            tracing::warn!(error = %err, "generate failed");
+                            errors += 1;
+                        }
+                    }
+                }
+                (bodies, errors)
+            })
+        })
+        .collect();
+    let mut r = MethodResult { method: method.to_string(), concurrency: args.concurrency, ..Default::default() };
+    for w in workers {
+        let (bodies, errors) = w.await?;
+        r.errors += errors;
+        for b in bodies {
+            r.prompts += 1;
+            let choices = b["choices"].as_array().map_or(&[][..], Vec::as_slice);
+            r.candidates += choices.len();
+            r.scored_candidates += choices.iter().filter(|c| !c["score"].is_null()).count();
+            r.judge_samples += b["judge"]["total"].as_u64().unwrap_or(0) as usize;
+            r.parsed_samples += b["judge"]["parsed"].as_u64().unwrap_or(0) as usize;
+            r.pairs += usize::from(!b["pair"].is_null());
+            r.ties += usize::from(b["no_pair_reason"] == "tie");
+        }
+    }
+    r.wall_s = start.elapsed().as_secs_f64();
+    r.scored_candidates_per_min = r.scored_candidates as f64 / (r.wall_s / 60.0);
+    r.pairs_per_hour = r.pairs as f64 / (r.wall_s / 3600.0);
+    r.parse_rate = r.parsed_samples as f64 / r.judge_samples.max(1) as f64;
+    r.tie_rate = r.ties as f64 / r.prompts.max(1) as f64;
+    Ok(r)
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(body)?)
+        .send()
+        .await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+    Ok(serde_json::from_slice(&bytes)?)
+}

@@ -1,0 +1,269 @@
+//! The native engine: srlm's own Llama model with continuous batching on CPU.
+//!
+//! One scheduler thread owns the model and every running sequence. Each step it admits
+//! waiting requests (up to `max_seqs`), gives prefilling sequences a chunk of their
+//! prompt and decoding sequences one token, runs one forward step over all those rows,
+//! samples each sequence that reached the end of its rows, and sends the text on. A
+//! sequence whose consumer went away is dropped at the next step.
+
+pub mod model;
+pub mod q8;
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use self::model::{KvCache, NativeModel, Row};
+use super::sampler::Sampler;
+use super::text::TextAssembler;
+use super::vocab::Vocab;
+use super::{Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt};
+use crate::train::weights::LlamaWeights;
+
+#[derive(Debug, Clone)]
+pub struct NativeOptions {
+    pub model: String,
+    pub name: Option<String>,
+    /// Sequences decoded together.
+    pub max_seqs: usize,
+    /// Prompt tokens prefilled per step (shared by all prefilling sequences).
+    pub prefill_chunk: usize,
+}
+
+struct Job {
+    prompt: Vec<u32>,
+    generation: Generation,
+    events: mpsc::Sender<Result<Event, EngineError>>,
+}
+
+pub struct NativeEngine {
+    info: ModelInfo,
+    vocab: Arc<Vocab>,
+    tokenizer: tokenizers::Tokenizer,
+    max_positions: usize,
+    jobs: std_mpsc::Sender<Job>,
+}
+
+impl NativeEngine {
+    pub fn load(opts: &NativeOptions) -> Result<Self> {
+        let path = Path::new(&opts.model);
+        let weights = LlamaWeights::load(path).with_context(|| format!("loading {}", path.display()))?;
+        let model = NativeModel::new(&weights)?;
+        drop(weights);
+        let vocab = Arc::new(Vocab::for_model(path)?);
+        let tokenizer = super::tokenizer::load(path)?;
+        let name = opts.name.clone().unwrap_or_else(|| {
+            let stem = if path.is_dir() { path.file_name() } else { path.file_stem() };
+            stem.map_or_else(|| opts.model.clone(), |s| s.to_string_lossy().into_owned())
+        });
+        let info = ModelInfo {
+            name,
+            path: opts.model.clone(),
+            format: if path.is_dir() { "safetensors" } else { "gguf" }.into(),
+            engine: "native".into(),
+            max_concurrent: opts.max_seqs,
+        };
+        let max_positions = model.config.max_positions;
+        let (jobs, queue) = std_mpsc::channel();
+        let scheduler = Scheduler {
+            model,
+            vocab: vocab.clone(),
+            max_seqs: opts.max_seqs.max(1),
+            prefill_chunk: opts.prefill_chunk.max(1),
+            queue,
+        };
+        std::thread::Builder::new().name("srlm-native".into()).spawn(move || scheduler.run())?;
+        tracing::info!(model = %info.name, max_seqs = opts.max_seqs, "native engine loaded");
+        Ok(Self { info, vocab, tokenizer, max_positions, jobs })
+    }
+
+    fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
+        let text = match prompt {
+            Prompt::Text(text) => text.clone(),
+            Prompt::Chat(messages) => {
+                let template = self
+                    .vocab
+                    .chat_template
+                    .as_ref()
+                    .ok_or_else(|| EngineError::Invalid("the model has no chat template; use /v1/completions".into()))?;
+                template.render(messages).map_err(|e| EngineError::Invalid(format!("chat template: {e}")))?
+            }
+        };
+        super::tokenizer::encode(&self.tokenizer, &text).map_err(|e| EngineError::Internal(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl Engine for NativeEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+
+    async fn generate(&self, generation: Generation) -> Result<EventStream, EngineError> {
+        let prompt = self.prompt_ids(&generation.prompt)?;
+        if prompt.is_empty() {
+            return Err(EngineError::Invalid("the prompt is empty".into()));
+        }
+        if prompt.len() >= self.max_positions {
+            return Err(EngineError::Invalid(format!(
+                "the prompt has {} tokens; the model's context is {} tokens",
+                prompt.len(),
+                self.max_positions
+            )));
+        }
+        // Room for every token's event and the finish: the scheduler never waits on a client.
+        let (events, stream) = mpsc::channel(generation.max_tokens + 8);
+        self.jobs
+            .send(Job { prompt, generation, events })
+            .map_err(|_| EngineError::Internal("the native engine has stopped".into()))?;
+        Ok(stream)
+    }
+}
+
+struct Sequence {
+    job: Job,
+    sampler: Sampler,
+    cache: KvCache,
+    /// Prompt tokens already in the cache.
+    prefilled: usize,
+    /// The token to feed next while decoding.
+    next: Option<u32>,
+    generated: usize,
+    text: TextAssembler,
+}
+
+struct Scheduler {
+    model: NativeModel,
+    vocab: Arc<Vocab>,
+    max_seqs: usize,
+    prefill_chunk: usize,
+    queue: std_mpsc::Receiver<Job>,
+}
+
+impl Scheduler {
+    fn run(self) {
+        let mut running: Vec<Sequence> = Vec::new();
+        let mut waiting: VecDeque<Job> = VecDeque::new();
+        loop {
+            if running.is_empty() && waiting.is_empty() {
+                match self.queue.recv() {
+                    Ok(job) => waiting.push_back(job),
+                    Err(_) => return,
+                }
+            }
+            waiting.extend(self.queue.try_iter());
+            while running.len() < self.max_seqs {
+                let Some(job) = waiting.pop_front() else { break };
+                if job.events.is_closed() {
+                    continue;
+                }
+                let sampler = Sampler::new(job.generation.sampling.clone());
+                let text = TextAssembler::new(job.generation.stop.clone());
+                running.push(Sequence {
+                    job,
+                    sampler,
+                    cache: KvCache::new(self.model.config.layers),
+                    prefilled: 0,
+                    next: None,
+                    generated: 0,
+                    text,
+                });
+            }
+            running.retain(|s| !s.job.events.is_closed());
+            if running.is_empty() {
+                continue;
+            }
+            self.step(&mut running);
+        }
+    }
+
+    fn step(&self, running: &mut Vec<Sequence>) {
+        let mut rows = Vec::new();
+        let mut wanted = Vec::new();
+        let mut sampled = Vec::new();
+        let mut budget = self.prefill_chunk;
+        for (si, s) in running.iter().enumerate() {
+            if let Some(token) = s.next {
+                rows.push(Row { seq: si, token, pos: s.prefilled + s.generated - 1 });
+                wanted.push(rows.len() - 1);
+                sampled.push(si);
+            } else if budget > 0 {
+                let take = (s.job.prompt.len() - s.prefilled).min(budget);
+                budget -= take;
+                for (j, &token) in s.job.prompt[s.prefilled..s.prefilled + take].iter().enumerate() {
+                    rows.push(Row { seq: si, token, pos: s.prefilled + j });
+                }
+                if s.prefilled + take == s.job.prompt.len() {
+                    wanted.push(rows.len() - 1);
+                    sampled.push(si);
+                }
+            }
+        }
+        // Account prompt chunks before the forward pass moves the caches.
+        let prefill_counts: Vec<usize> = running
+            .iter()
+            .enumerate()
+            .map(|(si, s)| if s.next.is_none() { rows.iter().filter(|r| r.seq == si).count() } else { 0 })
+            .collect();
+        let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|s| &mut s.cache).collect();
+        let logits = self.model.step(&rows, &mut caches, &wanted);
+        for (si, count) in prefill_counts.into_iter().enumerate() {
+            running[si].prefilled += count;
+        }
+        let mut finished = Vec::new();
+        for (logits, &si) in logits.iter().zip(&sampled) {
+            if let Some(reason) = self.advance(&mut running[si], logits) {
+                finished.push((si, reason));
+            }
+        }
+        for (si, reason) in finished.into_iter().rev() {
+            let s = running.swap_remove(si);
+            let finish = Finish { reason, prompt_tokens: s.job.prompt.len(), completion_tokens: s.generated };
+            let _ = s.job.events.try_send(Ok(Event::Done(finish)));
+        }
+    }
+
+    /// Samples the sequence's next token and sends its text; `Some` when it is done.
+    fn advance(&self, s: &mut Sequence, logits: &[f32]) -> Option<FinishReason> {
+        let token = s.sampler.sample(logits);
+        if Some(token.token) == self.vocab.eos {
+            self.flush(s);
+            return Some(FinishReason::Stop);
+        }
+        s.generated += 1;
+        s.next = Some(token.token);
+        let logprob = s.job.generation.sampling.logprobs.is_some().then(|| super::token_logprob(&self.vocab, &token));
+        let piece = s.text.push(self.vocab.text_bytes(token.token), logprob);
+        if !piece.text.is_empty() || !piece.logprobs.is_empty() {
+            let delta = Event::Delta { text: piece.text, logprobs: piece.logprobs };
+            if s.job.events.try_send(Ok(delta)).is_err() {
+                return Some(FinishReason::Cancelled);
+            }
+        }
+        if piece.stopped {
+            return Some(FinishReason::Stop);
+        }
+        let context_full = s.prefilled + s.generated >= self.model.config.max_positions;
+        if s.generated >= s.job.generation.max_tokens || context_full {
+            self.flush(s);
+            return Some(FinishReason::Length);
+        }
+        None
+    }
+
+    fn flush(&self, s: &mut Sequence) {
+        let rest = s.text.finish();
+        if !rest.text.is_empty() || !rest.logprobs.is_empty() {
+            let _ = s.job.events.try_send(Ok(Event::Delta { text: rest.text, logprobs: rest.logprobs }));
+        }
+    }
+}

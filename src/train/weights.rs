@@ -1,0 +1,142 @@
+//! Model weights as f32 tensors in HF layout (`[out, in]`, half-split RoPE), loaded
+//! from GGUF (dequantized; q/k un-permuted from llama.cpp's interleaved-RoPE layout) or
+//! from HF safetensors.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::{DType, Device, Tensor};
+
+use super::config::LlamaConfig;
+
+#[derive(Debug, Clone)]
+pub struct LayerWeights {
+    pub attn_norm: Tensor,
+    pub q: Tensor,
+    pub k: Tensor,
+    pub v: Tensor,
+    pub o: Tensor,
+    pub ffn_norm: Tensor,
+    pub gate: Tensor,
+    pub up: Tensor,
+    pub down: Tensor,
+}
+
+#[derive(Debug, Clone)]
+pub struct LlamaWeights {
+    pub config: LlamaConfig,
+    pub embed: Tensor,
+    pub layers: Vec<LayerWeights>,
+    pub norm: Tensor,
+    /// `[vocab, hidden]`; the embedding matrix when the model ties them.
+    pub lm_head: Tensor,
+    /// The quantized GGUF tensors as read, by GGUF name (for fast small-batch kernels).
+    pub quantized: HashMap<String, std::sync::Arc<QTensor>>,
+}
+
+/// llama.cpp stores q/k rows permuted for interleaved RoPE; this restores HF's order.
+fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    let head_dim = out / heads;
+    Ok(w.reshape((heads, head_dim / 2, 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)
+}
+
+/// The inverse of [`unpermute`], for writing GGUF.
+pub fn permute(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (out, inp) = w.dims2()?;
+    let head_dim = out / heads;
+    Ok(w.reshape((heads, 2, head_dim / 2, inp))?.transpose(1, 2)?.contiguous()?.reshape((out, inp))?)
+}
+
+impl LlamaWeights {
+    pub fn load(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Self::from_safetensors(path)
+        } else {
+            Self::from_gguf(path)
+        }
+    }
+
+    pub fn from_gguf(path: &Path) -> Result<Self> {
+        let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let config = LlamaConfig::from_gguf(&content.metadata)?;
+        let mut quantized = HashMap::new();
+        let mut load = |name: &str| -> Result<Tensor> {
+            let q = std::sync::Arc::new(content.tensor(&mut file, name, &Device::Cpu).with_context(|| format!("tensor {name}"))?);
+            let t = q.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
+            quantized.insert(name.to_string(), q);
+            Ok(t)
+        };
+        let embed = load("token_embd.weight")?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let p = |n: &str| format!("blk.{i}.{n}.weight");
+            layers.push(LayerWeights {
+                attn_norm: load(&p("attn_norm"))?,
+                q: unpermute(&load(&p("attn_q"))?, config.heads)?,
+                k: unpermute(&load(&p("attn_k"))?, config.kv_heads)?,
+                v: load(&p("attn_v"))?,
+                o: load(&p("attn_output"))?,
+                ffn_norm: load(&p("ffn_norm"))?,
+                gate: load(&p("ffn_gate"))?,
+                up: load(&p("ffn_up"))?,
+                down: load(&p("ffn_down"))?,
+            });
+        }
+        let norm = load("output_norm.weight")?;
+        let lm_head = if content.tensor_infos.contains_key("output.weight") { load("output.weight")? } else { embed.clone() };
+        Ok(Self { config, embed, layers, norm, lm_head, quantized })
+    }
+
+    pub fn from_safetensors(dir: &Path) -> Result<Self> {
+        let config = LlamaConfig::from_hf(dir)?;
+        let mut tensors = HashMap::new();
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "safetensors") {
+                tensors.extend(candle_core::safetensors::load(&path, &Device::Cpu)?);
+            }
+        }
+        let mut take = |name: &str| -> Result<Tensor> {
+            Ok(tensors.remove(name).with_context(|| format!("safetensors have no {name}"))?.to_dtype(DType::F32)?)
+        };
+        let embed = take("model.embed_tokens.weight")?;
+        let mut layers = Vec::with_capacity(config.layers);
+        for i in 0..config.layers {
+            let p = |n: &str| format!("model.layers.{i}.{n}.weight");
+            layers.push(LayerWeights {
+                attn_norm: take(&p("input_layernorm"))?,
+                q: take(&p("self_attn.q_proj"))?,
+                k: take(&p("self_attn.k_proj"))?,
+                v: take(&p("self_attn.v_proj"))?,
+                o: take(&p("self_attn.o_proj"))?,
+                ffn_norm: take(&p("post_attention_layernorm"))?,
+                gate: take(&p("mlp.gate_proj"))?,
+                up: take(&p("mlp.up_proj"))?,
+                down: take(&p("mlp.down_proj"))?,
+            });
+        }
+        let norm = take("model.norm.weight")?;
+        let lm_head = take("lm_head.weight").unwrap_or_else(|_| embed.clone());
+        Ok(Self { config, embed, layers, norm, lm_head, quantized: HashMap::new() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_and_unpermute_are_inverse() -> Result<()> {
+        let w = Tensor::arange(0f32, 8.0 * 3.0, &Device::Cpu)?.reshape((8, 3))?;
+        let back = unpermute(&permute(&w, 2)?, 2)?;
+        assert_eq!(back.to_vec2::<f32>()?, w.to_vec2::<f32>()?);
+        // Interleaved pairs (0,1),(2,3) of a head become halves (0,2),(1,3).
+        let rows: Vec<f32> = unpermute(&w, 2)?.narrow(1, 0, 1)?.flatten_all()?.to_vec1()?;
+        assert_eq!(rows, vec![0.0, 6.0, 3.0, 9.0, 12.0, 18.0, 15.0, 21.0]);
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! Engine correctness: the native engine gives every sequence the same tokens and
+//! log-probs whether it runs alone or batched with others (of other lengths, joining
+//! mid-way), and agrees with mistralrs on the same weights.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use srlm::engine::{self, ChatMessage, Completion, Generation, Prompt, SamplingConfig, SharedEngine};
+
+use crate::common::{engine, rt};
+
+const PROMPTS: [&str; 6] = [
+    "Give one tip for learning to cook.",
+    "Explain what a hash map is, with an example in two sentences.",
+    "Why is the sea salty?",
+    "Hi",
+    "List three fruits that are red, and say which one you like best and why.",
+    "What is 7 times 8?",
+];
+
+fn greedy(prompt: &str, max_tokens: usize) -> Generation {
+    Generation {
+        prompt: Prompt::Chat(vec![ChatMessage { role: "user".into(), content: prompt.into() }]),
+        sampling: SamplingConfig { logprobs: Some(2), ..SamplingConfig::greedy() },
+        max_tokens,
+        stop: vec![],
+    }
+}
+
+async fn run(engine: &SharedEngine, generation: Generation) -> Completion {
+    engine::complete(engine.as_ref(), generation).await.expect("generation")
+}
+
+fn same(a: &Completion, b: &Completion) -> bool {
+    a.text == b.text
+        && a.logprobs.len() == b.logprobs.len()
+        && a.logprobs.iter().zip(&b.logprobs).all(|(x, y)| x.token == y.token && x.logprob.to_bits() == y.logprob.to_bits())
+}
+
+#[test]
+fn native_batched_sequences_equal_their_solo_runs_bit_for_bit() {
+    rt().block_on(async {
+        let native = engine("native");
+        let mut alone = Vec::new();
+        for p in PROMPTS {
+            alone.push(run(&native, greedy(p, 20)).await);
+        }
+        let together = futures::future::join_all(PROMPTS.iter().map(|p| run(&native, greedy(p, 20)))).await;
+        for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+            assert!(same(a, t), "prompt {i}: alone {:?} vs batched {:?}", a.text, t.text);
+        }
+    });
+}
+
+#[test]
+fn native_random_mixes_joining_mid_way_match_solo_runs() {
+    rt().block_on(async {
+        let native = engine("native");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(2024);
+        for round in 0..3 {
+            let picks: Vec<(usize, usize, u64)> = (0..rng.random_range(3..=6))
+                .map(|_| (rng.random_range(0..PROMPTS.len()), rng.random_range(4..=24), rng.random_range(0..40)))
+                .collect();
+            let mut solo = Vec::new();
+            for &(p, max_tokens, _) in &picks {
+                solo.push(run(&native, greedy(PROMPTS[p], max_tokens)).await);
+            }
+            let mixed = futures::future::join_all(picks.iter().map(|&(p, max_tokens, delay_ms)| {
+                let native = native.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(delay_ms * 10)).await;
+                    run(&native, greedy(PROMPTS[p], max_tokens)).await
+                }
+            }))
+            .await;
+            for (i, (a, m)) in solo.iter().zip(&mixed).enumerate() {
+                assert!(same(a, m), "round {round}, request {i} {:?}: solo {:?} vs mixed {:?}", picks[i], a.text, m.text);
+            }
+        }
+    });
+}
+
+#[test]
+fn native_and_mistralrs_agree_on_the_same_weights() {
+    rt().block_on(async {
+        let native = engine("native");
+        let mistral = engine("mistralrs");
+        // Both read the same Q8_0 weights with Q8_0-quantized activations; mistralrs keeps
+        // activations in F16 on CPU, srlm in f32. Measured: mean |Δ| 0.03, max 0.16 nats.
+        let mut diffs = Vec::new();
+        for p in PROMPTS {
+            let a = run(&native, greedy(p, 16)).await;
+            let b = run(&mistral, greedy(p, 16)).await;
+            // Greedy paths may part at a near-tie; compare the shared prefix.
+            for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+                if x.token != y.token {
+                    break;
+                }
+                diffs.push((x.logprob - y.logprob).abs());
+            }
+        }
+        assert!(diffs.len() >= 40, "only {} tokens in common between the engines", diffs.len());
+        let max = diffs.iter().copied().fold(0f32, f32::max);
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        assert!(max < 0.25 && mean < 0.06, "log-prob differences: max {max}, mean {mean}");
+    });
+}
