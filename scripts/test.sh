@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: unit tests, and integration tests against a real Postgres
-# and the real default model through mistralrs (including the official OpenAI Python SDK).
+# and the real default model on both engines, native and mistralrs (including the
+# official OpenAI Python SDK).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -8,4 +9,7 @@ export DATABASE_URL="postgres://postgres@127.0.0.1:5432/srlm_test"
 scripts/fetch-model.sh
 scripts/postgres.sh srlm_test
 python3 -c 'import openai' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'openai>=1.40'
+# Unit tests, engine tests, and the HTTP suite on the native engine (the CPU default)…
 cargo test --release "$@"
+# …then the HTTP suite again on mistralrs: every endpoint must work with either engine.
+SRLM_TEST_ENGINE=mistralrs cargo test --release --test integration "$@" -- --skip engines::

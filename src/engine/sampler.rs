@@ -94,38 +94,60 @@ impl Sampler {
     fn draw(&mut self, logits: &[f32]) -> usize {
         let inv_t = 1.0 / self.cfg.temperature;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut probs: Vec<(usize, f32)> = logits
+        let probs: Vec<(usize, f32)> = logits
             .iter()
             .enumerate()
             .filter(|(_, l)| l.is_finite())
             .map(|(i, &l)| (i, ((l - max) * inv_t).exp()))
             .collect();
-        // Descending by probability, ties by token id so the order is reproducible.
-        probs.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if self.cfg.top_k > 0 {
-            probs.truncate(self.cfg.top_k);
-        }
         let total: f32 = probs.iter().map(|p| p.1).sum();
-        if self.cfg.top_p < 1.0 {
-            let mut mass = 0.0;
-            let keep = probs
-                .iter()
-                .position(|p| {
-                    mass += p.1 / total;
-                    mass >= self.cfg.top_p
-                })
-                .map_or(probs.len(), |i| i + 1);
-            probs.truncate(keep);
-        }
-        let total: f32 = probs.iter().map(|p| p.1).sum();
-        let mut u = self.rng.random::<f32>() * total;
-        for &(i, p) in &probs {
+        let keep = self.nucleus(probs, total);
+        let kept: f32 = keep.iter().map(|p| p.1).sum();
+        let mut u = self.rng.random::<f32>() * kept;
+        for &(i, p) in &keep {
             if u < p {
                 return i;
             }
             u -= p;
         }
-        probs.last().map_or_else(|| argmax(logits), |p| p.0)
+        keep.last().map_or_else(|| argmax(logits), |p| p.0)
+    }
+
+    /// The tokens top-k and top-p keep, most likely first (ties by token id). Only the
+    /// head of the distribution is sorted: a nucleus rarely needs more than a few
+    /// hundred of the vocabulary's tokens.
+    fn nucleus(&self, mut probs: Vec<(usize, f32)>, total: f32) -> Vec<(usize, f32)> {
+        let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let limit = if self.cfg.top_k > 0 { self.cfg.top_k.min(probs.len()) } else { probs.len() };
+        if self.cfg.top_p >= 1.0 {
+            if limit < probs.len() {
+                probs.select_nth_unstable_by(limit - 1, order);
+                probs.truncate(limit);
+            }
+            return probs;
+        }
+        let mut head = 256.min(limit);
+        loop {
+            if head < probs.len() {
+                probs.select_nth_unstable_by(head - 1, order);
+            }
+            let mut top = probs[..head].to_vec();
+            top.sort_unstable_by(order);
+            let top_total = if self.cfg.top_k > 0 { top.iter().map(|p| p.1).sum::<f32>() } else { total };
+            let mut mass = 0.0;
+            let cut = top.iter().position(|p| {
+                mass += p.1 / top_total;
+                mass >= self.cfg.top_p
+            });
+            match cut {
+                Some(i) => {
+                    top.truncate(i + 1);
+                    return top;
+                }
+                None if head >= limit => return top,
+                None => head = (head * 4).min(limit),
+            }
+        }
     }
 }
 

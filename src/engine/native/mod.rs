@@ -19,7 +19,9 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use self::model::{KvCache, NativeModel, Row};
-use super::sampler::Sampler;
+use rayon::prelude::*;
+
+use super::sampler::{SampledToken, Sampler};
 use super::text::TextAssembler;
 use super::vocab::Vocab;
 use super::{Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt};
@@ -219,9 +221,18 @@ impl Scheduler {
         for (si, count) in prefill_counts.into_iter().enumerate() {
             running[si].prefilled += count;
         }
+        // Sampling is per sequence and independent: spread it over the threads.
+        let mut chosen: Vec<(usize, &mut Sequence)> =
+            running.iter_mut().enumerate().filter(|(si, _)| sampled.contains(si)).collect();
+        let tokens: Vec<(usize, SampledToken)> = chosen
+            .par_iter_mut()
+            .zip(logits.par_iter())
+            .map(|((si, s), logits)| (*si, s.sampler.sample(logits)))
+            .collect();
+        drop(chosen);
         let mut finished = Vec::new();
-        for (logits, &si) in logits.iter().zip(&sampled) {
-            if let Some(reason) = self.advance(&mut running[si], logits) {
+        for (si, token) in tokens {
+            if let Some(reason) = self.advance(&mut running[si], token) {
                 finished.push((si, reason));
             }
         }
@@ -233,8 +244,7 @@ impl Scheduler {
     }
 
     /// Samples the sequence's next token and sends its text; `Some` when it is done.
-    fn advance(&self, s: &mut Sequence, logits: &[f32]) -> Option<FinishReason> {
-        let token = s.sampler.sample(logits);
+    fn advance(&self, s: &mut Sequence, token: SampledToken) -> Option<FinishReason> {
         if Some(token.token) == self.vocab.eos {
             self.flush(s);
             return Some(FinishReason::Stop);
