@@ -31,6 +31,8 @@ pub struct MethodResult {
     pub candidates: usize,
     /// Candidates with a parsed mean score.
     pub scored_candidates: usize,
+    /// Candidates answered and judged K times, whether or not a score parsed.
+    pub judged_candidates: usize,
     pub judge_samples: usize,
     pub parsed_samples: usize,
     pub pairs: usize,
@@ -38,6 +40,7 @@ pub struct MethodResult {
     pub ties: usize,
     pub wall_s: f64,
     pub scored_candidates_per_min: f64,
+    pub judged_candidates_per_min: f64,
     pub pairs_per_hour: f64,
     pub parse_rate: f64,
     pub tie_rate: f64,
@@ -47,15 +50,15 @@ pub async fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(args.time_limit_s)).build()?;
     let mut results = Vec::new();
     println!(
-        "{:>12} {:>5} {:>7} {:>6} {:>10} {:>12} {:>10} {:>7} {:>6} {:>6}",
-        "method", "conc", "prompts", "errors", "scored", "scored/min", "pairs/h", "parse", "ties", "wall s"
+        "{:>12} {:>5} {:>7} {:>6} {:>7} {:>11} {:>11} {:>8} {:>6} {:>5} {:>6}",
+        "method", "conc", "prompts", "errors", "scored", "judged/min", "scored/min", "pairs/h", "parse", "ties", "wall s"
     );
     for method in &args.methods {
         let r = run_method(&client, &args, method).await?;
         println!(
-            "{:>12} {:>5} {:>7} {:>6} {:>10} {:>12.1} {:>10.0} {:>6.0}% {:>5.0}% {:>6.0}",
-            r.method, r.concurrency, r.prompts, r.errors, r.scored_candidates, r.scored_candidates_per_min,
-            r.pairs_per_hour, r.parse_rate * 100.0, r.tie_rate * 100.0, r.wall_s
+            "{:>12} {:>5} {:>7} {:>6} {:>7} {:>11.1} {:>11.1} {:>8.0} {:>5.0}% {:>4.0}% {:>6.0}",
+            r.method, r.concurrency, r.prompts, r.errors, r.scored_candidates, r.judged_candidates_per_min,
+            r.scored_candidates_per_min, r.pairs_per_hour, r.parse_rate * 100.0, r.tie_rate * 100.0, r.wall_s
         );
         results.push(r);
     }
@@ -106,6 +109,7 @@ async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: 
             let choices = b["choices"].as_array().map_or(&[][..], Vec::as_slice);
             r.candidates += choices.len();
             r.scored_candidates += choices.iter().filter(|c| !c["score"].is_null()).count();
+            r.judged_candidates += choices.iter().filter(|c| !c["judgments"].as_array().is_none_or(Vec::is_empty)).count();
             r.judge_samples += b["judge"]["total"].as_u64().unwrap_or(0) as usize;
             r.parsed_samples += b["judge"]["parsed"].as_u64().unwrap_or(0) as usize;
             r.pairs += usize::from(!b["pair"].is_null());
@@ -114,6 +118,7 @@ async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: 
     }
     r.wall_s = start.elapsed().as_secs_f64();
     r.scored_candidates_per_min = r.scored_candidates as f64 / (r.wall_s / 60.0);
+    r.judged_candidates_per_min = r.judged_candidates as f64 / (r.wall_s / 60.0);
     r.pairs_per_hour = r.pairs as f64 / (r.wall_s / 3600.0);
     r.parse_rate = r.parsed_samples as f64 / r.judge_samples.max(1) as f64;
     r.tie_rate = r.ties as f64 / r.prompts.max(1) as f64;

@@ -37,6 +37,13 @@ pub struct NativeOptions {
     pub prefill_chunk: usize,
 }
 
+/// Shorter shared prefixes are recomputed: copying them is not worth the bookkeeping.
+const MIN_SHARED_PREFIX: usize = 16;
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 struct Job {
     prompt: Vec<u32>,
     generation: Generation,
@@ -164,21 +171,30 @@ impl Scheduler {
             }
             waiting.extend(self.queue.try_iter());
             while running.len() < self.max_seqs {
-                let Some(job) = waiting.pop_front() else { break };
+                let Some(job) = waiting.front() else { break };
                 if job.events.is_closed() {
+                    waiting.pop_front();
                     continue;
                 }
+                // Reuse the longest prompt prefix a running sequence has computed (the
+                // n choices of one request, judge prompts sharing the rubric). A prefix
+                // still being prefilled is waited for rather than computed twice.
+                let kv_dim = self.model.config.kv_dim();
+                let donor = running
+                    .iter()
+                    .map(|s| (s, common_prefix(&s.job.prompt, &job.prompt).min(job.prompt.len() - 1)))
+                    .filter(|(_, shared)| *shared >= MIN_SHARED_PREFIX)
+                    .max_by_key(|(_, shared)| *shared);
+                let cache = match donor {
+                    Some((d, shared)) if d.prefilled < shared => break,
+                    Some((d, shared)) => d.cache.prefix(shared, kv_dim),
+                    None => KvCache::new(self.model.config.layers),
+                };
+                let job = waiting.pop_front().expect("front exists");
                 let sampler = Sampler::new(job.generation.sampling.clone());
                 let text = TextAssembler::new(job.generation.stop.clone());
-                running.push(Sequence {
-                    job,
-                    sampler,
-                    cache: KvCache::new(self.model.config.layers),
-                    prefilled: 0,
-                    next: None,
-                    generated: 0,
-                    text,
-                });
+                let prefilled = cache.len(kv_dim);
+                running.push(Sequence { job, sampler, cache, prefilled, next: None, generated: 0, text });
             }
             running.retain(|s| !s.job.events.is_closed());
             if running.is_empty() {

@@ -51,6 +51,12 @@ impl KvCache {
     pub fn len(&self, kv_dim: usize) -> usize {
         self.k.first().map_or(0, |k| k.len() / kv_dim)
     }
+
+    /// A new cache holding this one's first `positions` positions.
+    pub fn prefix(&self, positions: usize, kv_dim: usize) -> Self {
+        let take = |layers: &Vec<Vec<f32>>| layers.iter().map(|l| l[..positions * kv_dim].to_vec()).collect();
+        Self { k: take(&self.k), v: take(&self.v) }
+    }
 }
 
 /// One token of one sequence in a step.
