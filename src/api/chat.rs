@@ -263,26 +263,18 @@ pub async fn chat_completions(
         return Ok(stream::sse(state.engine.clone(), generations, meta, permit).into_response());
     }
 
-    let engine = state.engine.clone();
-    let completions =
-        futures::future::try_join_all(generations.into_iter().map(|g| engine::complete(engine.as_ref(), g))).await?;
+    let (completions, usage) = super::complete_all(state.engine.as_ref(), generations).await?;
     drop(permit);
-    let mut usage = Usage::default();
     let choices = completions
         .into_iter()
         .enumerate()
-        .map(|(index, c)| {
-            let finish = c.finish.expect("complete() returns a finish");
-            usage.add(&finish);
-            ChatChoice {
-                index,
-                message: ResponseMessage { role: "assistant".into(), content: c.text },
-                logprobs: request.sampling.config.logprobs.map(|_| ChatLogprobs::from_tokens(&c.logprobs)),
-                finish_reason: finish.reason.as_openai().into(),
-            }
+        .map(|(index, (c, finish))| ChatChoice {
+            index,
+            message: ResponseMessage { role: "assistant".into(), content: c.text },
+            logprobs: request.sampling.config.logprobs.map(|_| ChatLogprobs::from_tokens(&c.logprobs)),
+            finish_reason: finish.reason.as_openai().into(),
         })
         .collect();
-    tracing::Span::current().record("tokens", usage.completion_tokens);
     let response = ChatCompletionResponse {
         id,
         object: "chat.completion".into(),

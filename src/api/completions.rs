@@ -13,7 +13,7 @@ use super::logprobs::CompletionLogprobs;
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
 use super::stream::{self, StreamKind, StreamMeta};
 use super::{ApiError, ApiJson, AppState};
-use crate::engine::{self, Prompt};
+use crate::engine::Prompt;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(completions))
@@ -194,26 +194,18 @@ pub async fn completions(
         return Ok(stream::sse(state.engine.clone(), generations, meta, permit).into_response());
     }
 
-    let engine = state.engine.clone();
-    let completions =
-        futures::future::try_join_all(generations.into_iter().map(|g| engine::complete(engine.as_ref(), g))).await?;
+    let (completions, usage) = super::complete_all(state.engine.as_ref(), generations).await?;
     drop(permit);
-    let mut usage = Usage::default();
     let choices = completions
         .into_iter()
         .enumerate()
-        .map(|(index, c)| {
-            let finish = c.finish.expect("complete() returns a finish");
-            usage.add(&finish);
-            CompletionChoice {
-                index,
-                logprobs: request.sampling.config.logprobs.map(|_| CompletionLogprobs::from_tokens(&c.logprobs, 0)),
-                text: c.text,
-                finish_reason: finish.reason.as_openai().into(),
-            }
+        .map(|(index, (c, finish))| CompletionChoice {
+            index,
+            logprobs: request.sampling.config.logprobs.map(|_| CompletionLogprobs::from_tokens(&c.logprobs, 0)),
+            text: c.text,
+            finish_reason: finish.reason.as_openai().into(),
         })
         .collect();
-    tracing::Span::current().record("tokens", usage.completion_tokens);
     Ok(axum::Json(CompletionResponse {
         id,
         object: "text_completion".into(),

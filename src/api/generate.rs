@@ -14,7 +14,7 @@ use super::error::ErrorBody;
 use super::judge::{validate_judge_options, JudgeOptions, JudgmentOut};
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
 use super::{ApiError, ApiJson, AppState};
-use crate::engine::{self, ChatMessage, Completion, Prompt};
+use crate::engine::{ChatMessage, Completion, Prompt};
 use crate::judge::{self, JudgeSettings, NoPairReason, PairDecision, PairPolicy, Scored, Verdict};
 use crate::store::records::{NewCandidate, NewGeneration, NewJudgment, NewPair};
 
@@ -229,10 +229,9 @@ pub async fn generate(
     let checkpoint_id = if request.record { Some(state.recording_checkpoint().await?) } else { None };
     let engine = state.engine.as_ref();
     let prompt = Prompt::Chat(request.messages.clone());
-    let completions = futures::future::try_join_all(
-        (0..request.sampling.n).map(|i| engine::complete(engine, request.sampling.generation(prompt.clone(), i))),
-    )
-    .await?;
+    let generations = (0..request.sampling.n).map(|i| request.sampling.generation(prompt.clone(), i)).collect();
+    let (done, usage) = super::complete_all(engine, generations).await?;
+    let completions: Vec<Completion> = done.iter().map(|(c, _)| c.clone()).collect();
 
     let verdicts: Option<Vec<Verdict>> = match &request.judge {
         None => None,
@@ -273,13 +272,10 @@ pub async fn generate(
         }
     };
 
-    let mut usage = Usage::default();
-    let choices = completions
+    let choices = done
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            let finish = c.finish.expect("complete() returns a finish");
-            usage.add(&finish);
+        .map(|(i, (c, finish))| {
             let verdict = verdicts.as_ref().map(|v| &v[i]);
             GeneratedChoice {
                 index: i,
@@ -327,7 +323,6 @@ pub async fn generate(
         }),
         usage,
     };
-    tracing::Span::current().record("tokens", response.usage.completion_tokens);
     Ok(Json(response))
 }
 

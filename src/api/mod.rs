@@ -122,6 +122,27 @@ impl AppState {
     }
 }
 
+/// Runs every generation to the end (concurrently, so the engine can batch them),
+/// adds up their usage and records the tokens in the request's span.
+pub(crate) async fn complete_all(
+    engine: &dyn crate::engine::Engine,
+    generations: Vec<crate::engine::Generation>,
+) -> Result<(Vec<(crate::engine::Completion, crate::engine::Finish)>, chat::Usage), ApiError> {
+    let completions =
+        futures::future::try_join_all(generations.into_iter().map(|g| crate::engine::complete(engine, g))).await?;
+    let mut usage = chat::Usage::default();
+    let done = completions
+        .into_iter()
+        .map(|c| {
+            let finish = c.finish.expect("complete() returns a finish");
+            usage.add(&finish);
+            (c, finish)
+        })
+        .collect();
+    tracing::Span::current().record("tokens", usage.completion_tokens);
+    Ok((done, usage))
+}
+
 /// `axum::Json` whose rejections come back in the API's error shape.
 pub struct ApiJson<T>(pub T);
 

@@ -39,6 +39,9 @@ pub struct NativeOptions {
 
 /// Shorter shared prefixes are recomputed: copying them is not worth the bookkeeping.
 const MIN_SHARED_PREFIX: usize = 16;
+/// Finished sequences whose caches are kept for later prompts that continue them (a
+/// judge's forced `Score:` line continues the judge's own text).
+const RECENT_CACHES: usize = 32;
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
@@ -146,6 +149,8 @@ struct Sequence {
     prefilled: usize,
     /// The token to feed next while decoding.
     next: Option<u32>,
+    /// Tokens whose keys and values the cache holds, in order.
+    cached: Vec<u32>,
     generated: usize,
     text: TextAssembler,
 }
@@ -162,6 +167,7 @@ impl Scheduler {
     fn run(self) {
         let mut running: Vec<Sequence> = Vec::new();
         let mut waiting: VecDeque<Job> = VecDeque::new();
+        let mut recent: VecDeque<(Vec<u32>, KvCache)> = VecDeque::new();
         loop {
             if running.is_empty() && waiting.is_empty() {
                 match self.queue.recv() {
@@ -180,31 +186,40 @@ impl Scheduler {
                 // n choices of one request, judge prompts sharing the rubric). A prefix
                 // still being prefilled is waited for rather than computed twice.
                 let kv_dim = self.model.config.kv_dim();
+                let shared = |tokens: &[u32]| common_prefix(tokens, &job.prompt).min(job.prompt.len() - 1);
                 let donor = running
                     .iter()
-                    .map(|s| (s, common_prefix(&s.job.prompt, &job.prompt).min(job.prompt.len() - 1)))
-                    .filter(|(_, shared)| *shared >= MIN_SHARED_PREFIX)
-                    .max_by_key(|(_, shared)| *shared);
+                    .map(|s| (Some(s), &s.cache, s.prefilled, shared(&s.job.prompt)))
+                    .chain(recent.iter().map(|(tokens, cache)| (None, cache, tokens.len(), shared(tokens))))
+                    .filter(|d| d.3 >= MIN_SHARED_PREFIX)
+                    .max_by_key(|d| d.3);
                 let cache = match donor {
-                    Some((d, shared)) if d.prefilled < shared => break,
-                    Some((d, shared)) => d.cache.prefix(shared, kv_dim),
+                    Some((Some(_), _, computed, shared)) if computed < shared => break,
+                    Some((_, cache, _, shared)) => cache.prefix(shared, kv_dim),
                     None => KvCache::new(self.model.config.layers),
                 };
                 let job = waiting.pop_front().expect("front exists");
                 let sampler = Sampler::new(job.generation.sampling.clone());
                 let text = TextAssembler::new(job.generation.stop.clone());
                 let prefilled = cache.len(kv_dim);
-                running.push(Sequence { job, sampler, cache, prefilled, next: None, generated: 0, text });
+                let cached = job.prompt[..prefilled].to_vec();
+                running.push(Sequence { job, sampler, cache, prefilled, next: None, cached, generated: 0, text });
             }
             running.retain(|s| !s.job.events.is_closed());
             if running.is_empty() {
                 continue;
             }
-            self.step(&mut running);
+            for done in self.step(&mut running) {
+                if recent.len() == RECENT_CACHES {
+                    recent.pop_front();
+                }
+                recent.push_back((done.cached, done.cache));
+            }
         }
     }
 
-    fn step(&self, running: &mut Vec<Sequence>) {
+    /// One forward step; returns the sequences that finished.
+    fn step(&self, running: &mut Vec<Sequence>) -> Vec<Sequence> {
         let mut rows = Vec::new();
         let mut wanted = Vec::new();
         let mut sampled = Vec::new();
@@ -235,7 +250,14 @@ impl Scheduler {
         let mut caches: Vec<&mut KvCache> = running.iter_mut().map(|s| &mut s.cache).collect();
         let logits = self.model.step(&rows, &mut caches, &wanted);
         for (si, count) in prefill_counts.into_iter().enumerate() {
-            running[si].prefilled += count;
+            let s = &mut running[si];
+            if count > 0 {
+                let fed = s.job.prompt[s.prefilled..s.prefilled + count].to_vec();
+                s.cached.extend(fed);
+            } else if let Some(token) = s.next {
+                s.cached.push(token);
+            }
+            s.prefilled += count;
         }
         // Sampling is per sequence and independent: spread it over the threads.
         let mut chosen: Vec<(usize, &mut Sequence)> =
@@ -252,11 +274,14 @@ impl Scheduler {
                 finished.push((si, reason));
             }
         }
+        let mut done = Vec::new();
         for (si, reason) in finished.into_iter().rev() {
             let s = running.swap_remove(si);
             let finish = Finish { reason, prompt_tokens: s.job.prompt.len(), completion_tokens: s.generated };
             let _ = s.job.events.try_send(Ok(Event::Done(finish)));
+            done.push(s);
         }
+        done
     }
 
     /// Samples the sequence's next token and sends its text; `Some` when it is done.
