@@ -105,6 +105,7 @@ pub fn validate(input: SamplingInput, limits: &Limits, defaults: SamplingDefault
             seed,
             logprobs: input.logprobs,
             allowed: Vec::new(),
+            forced: Vec::new(),
         },
         max_tokens,
         stop,

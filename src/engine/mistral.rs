@@ -151,6 +151,13 @@ impl Engine for MistralEngine {
         &self.vocab
     }
 
+    async fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        self.model
+            .tokenize(either::Either::Right(text.to_string()), None, false, false, None)
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
     async fn generate(&self, generation: Generation) -> Result<EventStream, EngineError> {
         let permit = self.slots.clone().acquire_owned().await.map_err(|e| EngineError::Internal(e.to_string()))?;
         let steering = Arc::new(Steering::new(&generation, self.vocab.eos));

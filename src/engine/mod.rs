@@ -132,12 +132,32 @@ pub trait Engine: Send + Sync + 'static {
     /// Starts a generation; events arrive on the returned stream, the last one `Done`
     /// (or an error). Waits while the engine is full.
     async fn generate(&self, generation: Generation) -> Result<EventStream, EngineError>;
+
+    /// Token ids of `text` as the model reads it (special tokens recognised, none added).
+    async fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError>;
+
+    /// Log-probs of each token of `continuation` after `prompt` (teacher forcing), under
+    /// the model's full distribution.
+    async fn score(&self, prompt: Prompt, continuation: &str) -> Result<Vec<TokenLogprob>, EngineError> {
+        let forced = self.tokenize(continuation).await?;
+        if forced.is_empty() {
+            return Ok(Vec::new());
+        }
+        let generation = Generation {
+            prompt,
+            sampling: SamplingConfig { logprobs: Some(0), forced: forced.clone(), ..SamplingConfig::greedy() },
+            max_tokens: forced.len(),
+            stop: vec![],
+        };
+        let completion = complete(self, generation).await?;
+        Ok(completion.logprobs)
+    }
 }
 
 pub type SharedEngine = Arc<dyn Engine>;
 
 /// Runs a generation to the end and gathers its text and log-probs.
-pub async fn complete(engine: &dyn Engine, generation: Generation) -> Result<Completion, EngineError> {
+pub async fn complete<E: Engine + ?Sized>(engine: &E, generation: Generation) -> Result<Completion, EngineError> {
     let mut stream = engine.generate(generation).await?;
     let mut out = Completion::default();
     while let Some(event) = stream.recv().await {

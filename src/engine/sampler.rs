@@ -24,11 +24,14 @@ pub struct SamplingConfig {
     /// When not empty, only these tokens may be chosen (a forced choice, e.g. the digit
     /// after a judge's `Score:`); their log-probs under the full distribution are reported.
     pub allowed: Vec<u32>,
+    /// Tokens to emit, in order, before sampling anything: scoring a fixed continuation
+    /// (each one's log-prob under the model is reported as if it had been sampled).
+    pub forced: Vec<u32>,
 }
 
 impl SamplingConfig {
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, logprobs: None, allowed: Vec::new() }
+        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, logprobs: None, allowed: Vec::new(), forced: Vec::new() }
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -50,18 +53,24 @@ pub struct SampledToken {
 pub struct Sampler {
     cfg: SamplingConfig,
     rng: StdRng,
+    /// Forced tokens emitted so far.
+    step: usize,
 }
 
 impl Sampler {
     pub fn new(cfg: SamplingConfig) -> Self {
         let rng = StdRng::seed_from_u64(cfg.seed);
-        Self { cfg, rng }
+        Self { cfg, rng, step: 0 }
     }
 
     /// Picks the next token from raw (unnormalised) logits.
     pub fn sample(&mut self, logits: &[f32]) -> SampledToken {
         let log_z = log_sum_exp(logits);
-        let token = if self.cfg.allowed.is_empty() {
+        let forced = self.cfg.forced.get(self.step).map(|&t| t as usize);
+        self.step += 1;
+        let token = if let Some(t) = forced.filter(|&t| t < logits.len()) {
+            t
+        } else if self.cfg.allowed.is_empty() {
             self.pick(logits)
         } else {
             let mut masked = vec![f32::NEG_INFINITY; logits.len()];
@@ -181,7 +190,7 @@ mod tests {
     use super::*;
 
     fn cfg(temperature: f32, top_p: f32, top_k: usize, seed: u64) -> SamplingConfig {
-        SamplingConfig { temperature, top_p, top_k, seed, logprobs: Some(3), allowed: Vec::new() }
+        SamplingConfig { temperature, top_p, top_k, seed, logprobs: Some(3), allowed: Vec::new(), forced: Vec::new() }
     }
 
     #[test]
@@ -245,6 +254,19 @@ mod tests {
         cfg.temperature = 1.0;
         let mut s = Sampler::new(cfg);
         assert!((0..200).all(|_| [1, 2].contains(&s.sample(&logits).token)));
+    }
+
+    #[test]
+    fn forced_tokens_come_first_with_their_model_log_probs() {
+        let logits = [0.0, 3.0, 1.0];
+        let mut cfg = cfg(0.0, 1.0, 0, 0);
+        cfg.forced = vec![2, 0];
+        let mut s = Sampler::new(cfg);
+        let z = log_sum_exp(&logits);
+        let a = s.sample(&logits);
+        assert_eq!((a.token, a.logprob), (2, 1.0 - z));
+        assert_eq!(s.sample(&logits).token, 0);
+        assert_eq!(s.sample(&logits).token, 1, "then sampling resumes (greedy)");
     }
 
     #[test]

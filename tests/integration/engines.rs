@@ -105,3 +105,23 @@ fn native_and_mistralrs_agree_on_the_same_weights() {
         assert!(max < 0.25 && mean < 0.06, "log-prob differences: max {max}, mean {mean}");
     });
 }
+
+#[test]
+fn scoring_a_fixed_continuation_agrees_between_engines() {
+    rt().block_on(async {
+        let prompt = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "Why is the sea salty?".into() }]);
+        let continuation = "The sea is salty because rivers carry dissolved minerals into it, and evaporation leaves the salt behind.";
+        let native = engine("native").score(prompt.clone(), continuation).await.expect("native score");
+        let mistral = engine("mistralrs").score(prompt, continuation).await.expect("mistralrs score");
+        assert!(native.len() >= 15, "{} tokens", native.len());
+        assert_eq!(native.iter().map(|t| t.token).collect::<Vec<_>>(), mistral.iter().map(|t| t.token).collect::<Vec<_>>());
+        assert_eq!(native.iter().map(|t| t.text.as_str()).collect::<String>(), continuation);
+        let diffs: Vec<f32> = native.iter().zip(&mistral).map(|(a, b)| (a.logprob - b.logprob).abs()).collect();
+        let max = diffs.iter().copied().fold(0f32, f32::max);
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        // Measured: max 0.22, mean 0.068 nats (same Q8_0 weights; mistralrs computes CPU
+        // activations in F16, srlm in f32).
+        assert!(max < 0.3 && mean < 0.1, "teacher-forced log-prob differences: max {max}, mean {mean}");
+        assert!(native.iter().all(|t| t.logprob <= 0.0));
+    });
+}

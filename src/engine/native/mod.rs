@@ -120,6 +120,10 @@ impl Engine for NativeEngine {
         &self.vocab
     }
 
+    async fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        super::tokenizer::encode(&self.tokenizer, text).map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
     async fn generate(&self, generation: Generation) -> Result<EventStream, EngineError> {
         let prompt = self.prompt_ids(&generation.prompt)?;
         if prompt.is_empty() {
