@@ -1,27 +1,21 @@
-//! Q8_0 matrix multiplication that batches and is deterministic per row.
+//! Q8_0-style matrix multiplication that batches and is deterministic per row.
 //!
-//! candle's quantized matmul loops over activation rows outermost (`k_quants::matmul`),
-//! streaming every weight once per row: batching gains nothing. Here each thread takes
-//! a slice of weight rows and multiplies it with every activation row while it is in
-//! cache, so the weights are read once per step. Every output element is one
-//! `vec_dot` of a weight row with an activation row, computed the same way whatever
-//! the batch holds — so a sequence gets bit-identical logits alone or batched.
+//! Weights and activations are quantized in blocks of 32 values to `i8` with an `f32`
+//! scale per block. Each thread takes a run of weight rows and multiplies every one of
+//! them with all activation rows while it is in cache (candle's quantized matmul loops
+//! over activation rows outermost and streams the weights once per row), up to four
+//! activation rows per weight load. Every output element is computed by the same
+//! sequence of operations whatever the batch holds — so a sequence gets bit-identical
+//! logits alone or batched.
 
-use candle_core::quantized::k_quants::{BlockQ8_0, GgmlType};
 use rayon::prelude::*;
 
 const BLOCK: usize = 32;
 
-pub struct Q8Linear {
-    /// `out` rows of `k / 32` blocks each.
-    blocks: Vec<BlockQ8_0>,
-    pub out: usize,
-    pub k: usize,
-}
-
-/// Activation rows quantized once per step and shared by every linear that reads them.
+/// Rows of `k` values as `i8` blocks with one `f32` scale per block.
 pub struct Q8Rows {
-    blocks: Vec<BlockQ8_0>,
+    q: Vec<i8>,
+    d: Vec<f32>,
     pub rows: usize,
     pub k: usize,
 }
@@ -30,32 +24,36 @@ impl Q8Rows {
     pub fn quantize(x: &[f32], k: usize) -> Self {
         assert_eq!(k % BLOCK, 0, "row length {k} is not a multiple of {BLOCK}");
         let rows = x.len() / k;
-        let per_row = k / BLOCK;
-        let mut blocks = vec![BlockQ8_0::zeros(); rows * per_row];
-        blocks
-            .par_chunks_mut(per_row)
-            .zip(x.par_chunks(k))
-            .for_each(|(dst, src)| BlockQ8_0::from_float(src, dst));
-        Self { blocks, rows, k }
+        let mut q = vec![0i8; x.len()];
+        let mut d = vec![0f32; x.len() / BLOCK];
+        q.par_chunks_mut(BLOCK).zip(d.par_iter_mut()).zip(x.par_chunks(BLOCK)).for_each(|((q, d), x)| {
+            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            *d = amax / 127.0;
+            let inv = if amax == 0.0 { 0.0 } else { 127.0 / amax };
+            for (q, v) in q.iter_mut().zip(x) {
+                *q = (v * inv).round() as i8;
+            }
+        });
+        Self { q, d, rows, k }
     }
 
-    fn row(&self, r: usize) -> &[BlockQ8_0] {
-        let per_row = self.k / BLOCK;
-        &self.blocks[r * per_row..(r + 1) * per_row]
+    fn row(&self, r: usize) -> (&[i8], &[f32]) {
+        let nb = self.k / BLOCK;
+        (&self.q[r * self.k..(r + 1) * self.k], &self.d[r * nb..(r + 1) * nb])
     }
+}
+
+pub struct Q8Linear {
+    w: Q8Rows,
+    pub out: usize,
+    pub k: usize,
 }
 
 impl Q8Linear {
     /// `w` is `[out, k]`, row-major.
     pub fn new(w: &[f32], out: usize, k: usize) -> Self {
         assert_eq!(w.len(), out * k);
-        let x = Q8Rows::quantize(w, k);
-        Self { blocks: x.blocks, out, k }
-    }
-
-    fn weight_row(&self, o: usize) -> &[BlockQ8_0] {
-        let per_row = self.k / BLOCK;
-        &self.blocks[o * per_row..(o + 1) * per_row]
+        Self { w: Q8Rows::quantize(w, k), out, k }
     }
 
     /// `x · wᵀ`: `[rows, out]`, row-major.
@@ -64,13 +62,19 @@ impl Q8Linear {
         let rows = x.rows;
         // Column-major result: each task owns a run of output columns.
         let mut cols = vec![0f32; self.out * rows];
-        let chunk = 64;
+        // Enough work per task to amortise scheduling; chunking never changes a result.
+        let chunk = (1024 / rows.max(1)).clamp(32, 256);
         cols.par_chunks_mut(chunk * rows).enumerate().for_each(|(c, dst)| {
-            let first = c * chunk;
             for (i, out_col) in dst.chunks_mut(rows).enumerate() {
-                let w = self.weight_row(first + i);
-                for (r, d) in out_col.iter_mut().enumerate() {
-                    *d = BlockQ8_0::vec_dot(self.k, w, x.row(r));
+                let w = self.w.row(c * chunk + i);
+                for (g, out) in out_col.chunks_mut(4).enumerate() {
+                    let row = |j: usize| x.row(g * 4 + j);
+                    match out.len() {
+                        4 => out.copy_from_slice(&dot(w, std::array::from_fn::<_, 4, _>(row))),
+                        3 => out.copy_from_slice(&dot(w, std::array::from_fn::<_, 3, _>(row))),
+                        2 => out.copy_from_slice(&dot(w, std::array::from_fn::<_, 2, _>(row))),
+                        _ => out.copy_from_slice(&dot(w, std::array::from_fn::<_, 1, _>(row))),
+                    }
                 }
             }
         });
@@ -87,6 +91,50 @@ impl Q8Linear {
     }
 }
 
+/// Dot products of one weight row with `N` activation rows. Each result depends only on
+/// its own two rows: the rows share the weight loads, not the arithmetic.
+#[cfg(target_feature = "avx2")]
+fn dot<const N: usize>(w: (&[i8], &[f32]), xs: [(&[i8], &[f32]); N]) -> [f32; N] {
+    use std::arch::x86_64::*;
+    let (wq, wd) = w;
+    // SAFETY: AVX2 is enabled at compile time (cfg above); every load reads 32 bytes
+    // inside a block of a slice whose length is a multiple of 32.
+    unsafe {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); N];
+        for b in 0..wd.len() {
+            let wv = _mm256_loadu_si256(wq.as_ptr().add(b * BLOCK) as *const __m256i);
+            let wabs = _mm256_sign_epi8(wv, wv);
+            for (acc, (xq, xd)) in acc.iter_mut().zip(xs) {
+                let xv = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
+                // |w| · (x · sign w) = w · x, with |w| unsigned as maddubs needs.
+                let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, _mm256_sign_epi8(xv, wv)), ones);
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_set1_ps(wd[b] * xd[b]), *acc);
+            }
+        }
+        acc.map(|a| {
+            let hi = _mm256_extractf128_ps(a, 1);
+            let s = _mm_add_ps(_mm256_castps256_ps128(a), hi);
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        })
+    }
+}
+
+#[cfg(not(target_feature = "avx2"))]
+fn dot<const N: usize>(w: (&[i8], &[f32]), xs: [(&[i8], &[f32]); N]) -> [f32; N] {
+    let (wq, wd) = w;
+    xs.map(|(xq, xd)| {
+        (0..wd.len())
+            .map(|b| {
+                let s: i32 = (b * BLOCK..(b + 1) * BLOCK).map(|i| wq[i] as i32 * xq[i] as i32).sum();
+                s as f32 * wd[b] * xd[b]
+            })
+            .sum()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,7 +145,7 @@ mod tests {
 
     #[test]
     fn matches_f32_matmul_and_is_identical_per_row_whatever_the_batch() {
-        let (out, k, rows) = (70, 64, 5);
+        let (out, k, rows) = (70, 64, 6);
         let w = data(out * k, 1);
         let x = data(rows * k, 2);
         let lin = Q8Linear::new(&w, out, k);
@@ -110,5 +158,14 @@ mod tests {
             let alone = lin.forward(&Q8Rows::quantize(&x[r * k..(r + 1) * k], k));
             assert_eq!(alone, y[r * out..(r + 1) * out].to_vec(), "row {r} alone equals row {r} batched, bit for bit");
         }
+    }
+
+    #[test]
+    fn extreme_values_do_not_saturate() {
+        let k = 64;
+        let w = vec![-1.0f32; k];
+        let x = vec![-1.0f32; k];
+        let y = Q8Linear::new(&w, 1, k).forward(&Q8Rows::quantize(&x, k));
+        assert!((y[0] - k as f32).abs() < 1e-3, "{}", y[0]);
     }
 }
