@@ -51,6 +51,7 @@ pub fn server_engine_kind() -> String {
 pub fn engine(kind: &str) -> SharedEngine {
     static NATIVE: OnceLock<SharedEngine> = OnceLock::new();
     static MISTRAL: OnceLock<SharedEngine> = OnceLock::new();
+    static MISTRAL_F32: OnceLock<SharedEngine> = OnceLock::new();
     let load = move || -> SharedEngine {
         let kind = kind.to_string();
         std::thread::spawn(move || {
@@ -65,7 +66,11 @@ pub fn engine(kind: &str) -> SharedEngine {
                         max_seqs: 32,
                         prefix_cache: 0,
                         force_cpu: true,
-                        weights: srlm::checkpoint::gguf::WeightsChoice::Auto,
+                        weights: if kind == "mistralrs-f32" {
+                            srlm::checkpoint::gguf::WeightsChoice::F32
+                        } else {
+                            srlm::checkpoint::gguf::WeightsChoice::Auto
+                        },
                     };
                     Arc::new(MistralEngine::load(&options).await.expect("mistralrs loads the default model")) as SharedEngine
                 }
@@ -77,6 +82,8 @@ pub fn engine(kind: &str) -> SharedEngine {
     match kind {
         "native" => NATIVE.get_or_init(load).clone(),
         "mistralrs" => MISTRAL.get_or_init(load).clone(),
+        // The single-sequence f32 reference: mistralrs on an F32 copy of the weights.
+        "mistralrs-f32" => MISTRAL_F32.get_or_init(load).clone(),
         other => panic!("unknown engine {other}"),
     }
 }

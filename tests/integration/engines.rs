@@ -125,3 +125,21 @@ fn scoring_a_fixed_continuation_agrees_between_engines() {
         assert!(native.iter().all(|t| t.logprob <= 0.0));
     });
 }
+
+#[test]
+fn native_log_probs_stay_close_to_an_f32_reference() {
+    rt().block_on(async {
+        let prompt = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "How do I keep basil alive?".into() }]);
+        let continuation = "Give it plenty of sunlight, water it when the top of the soil is dry, and pinch off the flowers.";
+        let native = engine("native").score(prompt.clone(), continuation).await.expect("native score");
+        let reference = engine("mistralrs-f32").score(prompt, continuation).await.expect("f32 reference score");
+        assert_eq!(native.iter().map(|t| t.token).collect::<Vec<_>>(), reference.iter().map(|t| t.token).collect::<Vec<_>>());
+        let diffs: Vec<f32> = native.iter().zip(&reference).map(|(a, b)| (a.logprob - b.logprob).abs()).collect();
+        let max = diffs.iter().copied().fold(0f32, f32::max);
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        // Measured: max 0.60, mean 0.086 nats over 23 tokens. The native engine quantizes
+        // weights and activations to 8 bits; the reference keeps f32 weights (mistralrs
+        // still computes CPU activations in F16). A broken kernel is off by whole nats.
+        assert!(max < 0.8 && mean < 0.15, "native (Q8_0 weights and activations) vs f32: max {max}, mean {mean}");
+    });
+}
