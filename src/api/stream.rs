@@ -216,7 +216,11 @@ pub fn sse(
                     yield Ok(shaper.step(step));
                 }
                 Err(err) => {
-                    let body = ApiError::from(err).body();
+                    let err = ApiError::from(err);
+                    if let ApiError::Internal(cause) = &err {
+                        tracing::error!(error = ?cause, "generation failed mid-stream");
+                    }
+                    let body = err.body();
                     yield Ok(SseEvent::default().data(serde_json::to_string(&body).expect("errors serialise")));
                     break;
                 }
