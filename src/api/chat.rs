@@ -102,12 +102,7 @@ impl ChatCompletionRequest {
         if self.messages.is_empty() {
             return Err(ApiError::field("messages", "messages must contain at least 1 message, got 0"));
         }
-        let messages = self
-            .messages
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| validate_message(i, m))
-            .collect::<Result<Vec<_>, _>>()?;
+        let messages = validate_messages(self.messages)?;
         let logprobs = top_logprobs(self.logprobs, self.top_logprobs, state.limits.max_top_logprobs)?;
         let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
             (Some(v), _) => Some(("max_completion_tokens", v)),
@@ -134,7 +129,12 @@ impl ChatCompletionRequest {
     }
 }
 
-pub(super) fn validate_message(index: usize, message: RequestMessage) -> Result<ChatMessage, ApiError> {
+/// Validates every message, naming the first bad one by its index.
+pub(super) fn validate_messages(messages: Vec<RequestMessage>) -> Result<Vec<ChatMessage>, ApiError> {
+    messages.into_iter().enumerate().map(|(i, m)| validate_message(i, m)).collect()
+}
+
+fn validate_message(index: usize, message: RequestMessage) -> Result<ChatMessage, ApiError> {
     if !ROLES.contains(&message.role.as_str()) {
         return Err(ApiError::field(
             format!("messages[{index}].role"),

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::chat::{validate_message, RequestMessage, ResponseMessage, Usage};
+use super::chat::{validate_messages, RequestMessage, ResponseMessage, Usage};
 use super::error::ErrorBody;
 use super::judge::{validate_judge_options, JudgeOptions, JudgmentOut};
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
@@ -93,7 +93,7 @@ impl GenerateRequest {
             (Some(m), None) if m.is_empty() => {
                 return Err(ApiError::field("messages", "messages must contain at least 1 message, got 0"))
             }
-            (Some(m), None) => m.into_iter().enumerate().map(|(i, m)| validate_message(i, m)).collect::<Result<_, _>>()?,
+            (Some(m), None) => validate_messages(m)?,
         };
         let mut limits = (*state.limits).clone();
         limits.default_max_tokens = DEFAULT_MAX_TOKENS;
@@ -298,7 +298,7 @@ pub async fn generate(
         model: state.engine.info().name.clone(),
         checkpoint_id: match checkpoint_id {
             Some(id) => Some(id),
-            None => state.checkpoint.read().await.as_ref().map(|c| c.id),
+            None => state.checkpoint_id().await,
         },
         prompt_id: ids.as_ref().map(|ids| ids.prompt_id),
         choices,

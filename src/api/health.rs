@@ -54,7 +54,7 @@ pub async fn health() -> Json<Health> {
     responses((status = 200, body = Readiness), (status = 503, description = "Not ready", body = Readiness))
 )]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let checkpoint_id = state.checkpoint.read().await.as_ref().map(|c| c.id);
+    let checkpoint_id = state.checkpoint_id().await;
     let database = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) if checkpoint_id.is_some() => "ok".to_string(),
         Ok(Ok(())) => "connected; the served checkpoint is not registered yet".to_string(),

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::chat::{validate_message, RequestMessage};
+use super::chat::{validate_messages, RequestMessage};
 use super::error::ErrorBody;
 use super::generate::new_judgments;
 use super::{ApiError, ApiJson, AppState, Limits};
@@ -194,19 +194,14 @@ pub async fn judge(
                 .await
                 .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?
                 .ok_or_else(|| ApiError::NotFound(format!("prompt {} does not exist", candidate.prompt_id)))?;
-            let messages: Vec<ChatMessage> = serde_json::from_value::<Vec<RequestMessage>>(prompt.messages)
-                .map_err(|e| ApiError::Internal(e.into()))?
-                .into_iter()
-                .enumerate()
-                .map(|(i, m)| validate_message(i, m))
-                .collect::<Result<_, _>>()?;
+            let messages = validate_messages(
+                serde_json::from_value::<Vec<RequestMessage>>(prompt.messages).map_err(|e| ApiError::Internal(e.into()))?,
+            )?;
             (judge::question_text(&messages), candidate.text, Some(id))
         }
         (None, Some(response)) => {
             let messages = match (request.messages, request.prompt) {
-                (Some(m), None) if !m.is_empty() => {
-                    m.into_iter().enumerate().map(|(i, m)| validate_message(i, m)).collect::<Result<Vec<_>, _>>()?
-                }
+                (Some(m), None) if !m.is_empty() => validate_messages(m)?,
                 (None, Some(p)) if !p.trim().is_empty() => vec![ChatMessage { role: "user".into(), content: p }],
                 _ => return Err(ApiError::field("prompt", "exactly one of prompt or messages (non-empty) is required with response")),
             };
@@ -232,7 +227,7 @@ pub async fn judge(
         model: state.engine.info().name.clone(),
         checkpoint_id: match checkpoint_id {
             Some(id) => Some(id),
-            None => state.checkpoint.read().await.as_ref().map(|c| c.id),
+            None => state.checkpoint_id().await,
         },
         candidate_id,
         method: settings.method,

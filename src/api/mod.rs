@@ -98,10 +98,15 @@ impl AppState {
             .map_err(|_| ApiError::Overloaded { limit: self.limits.max_in_flight })
     }
 
+    /// The served checkpoint's row id, once the database has it.
+    pub async fn checkpoint_id(&self) -> Option<i64> {
+        self.checkpoint.read().await.as_ref().map(|c| c.id)
+    }
+
     /// The served checkpoint's id when recording is possible: the checkpoint is
     /// registered and the database answers; 503 otherwise, before any work is done.
     pub async fn recording_checkpoint(&self) -> Result<i64, ApiError> {
-        let id = self.checkpoint.read().await.as_ref().map(|c| c.id).ok_or_else(|| {
+        let id = self.checkpoint_id().await.ok_or_else(|| {
             ApiError::DatabaseUnavailable("the served checkpoint is not registered in the database yet".into())
         })?;
         match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await {

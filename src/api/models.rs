@@ -43,7 +43,7 @@ pub struct ModelList {
 
 async fn cards(state: &AppState) -> Vec<ModelCard> {
     let info = state.engine.info();
-    let checkpoint_id = state.checkpoint.read().await.as_ref().map(|c| c.id);
+    let checkpoint_id = state.checkpoint_id().await;
     [info.name.as_str(), CURRENT_ALIAS]
         .into_iter()
         .map(|id| ModelCard {
