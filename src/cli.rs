@@ -26,9 +26,137 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI document (or write it to a file).
     Openapi(OpenapiArgs),
-    /// Measure a running server (loopback targets; bounded in requests and time).
+    /// Measure a running server (loopback targets; bounded in requests and time), or
+    /// the trainer.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Train the next checkpoint: SFT from chat JSONL, or DPO on the pairs in Postgres.
+    #[command(subcommand)]
+    Train(TrainCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// M(t+1) = DPO(M(t)) on the preference pairs M(t) made (claimed from Postgres).
+    Dpo(DpoArgs),
+    /// Supervised fine-tuning on chat JSONL files (IFT and EFT data): M1 = SFT(M0).
+    Sft(SftArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DpoArgs {
+    /// Postgres URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Checkpoint id whose pairs to train on; it is also the starting point and the
+    /// reference (default: the active checkpoint).
+    #[arg(long)]
+    pub checkpoint: Option<i64>,
+    /// Most pairs to claim (default: all available).
+    #[arg(long)]
+    pub max_pairs: Option<i64>,
+    /// Seconds a claim lasts without renewal; the trainer renews it while it runs, and
+    /// pairs of a trainer that died become claimable when it runs out.
+    #[arg(long, default_value_t = 600)]
+    pub lease_secs: u64,
+    /// DPO loss.
+    #[arg(long, value_enum, default_value = "sigmoid")]
+    pub loss: crate::train::dpo::DpoLoss,
+    /// β: how far the policy may move from the reference.
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// Label smoothing ε (conservative DPO for `sigmoid`, the noise rate for `robust`).
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Peak learning rate (paper: 1e-6).
+    #[arg(long, default_value_t = 1e-6)]
+    pub lr: f64,
+    /// Learning rate at the last step (paper: 1e-7).
+    #[arg(long, default_value_t = 1e-7)]
+    pub final_lr: f64,
+    #[command(flatten)]
+    pub common: TrainArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SftArgs {
+    /// Model to start from: a .gguf file or an HF safetensors directory.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// JSONL files of `{"messages": [...]}` whose last message is the answer.
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
+    /// Postgres URL: when given, the run and its checkpoint are recorded there.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Peak learning rate (paper: 5.5e-6).
+    #[arg(long, default_value_t = 5.5e-6)]
+    pub lr: f64,
+    /// Learning rate at the last step (paper: 1.1e-6).
+    #[arg(long, default_value_t = 1.1e-6)]
+    pub final_lr: f64,
+    #[command(flatten)]
+    pub common: TrainArgs,
+}
+
+/// Options SFT and DPO share.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Where to write the new checkpoint (default: beside the base, named after the run).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Weight type of the written GGUF checkpoint (k-quants are not offered: they need
+    /// rows divisible by 256).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: crate::checkpoint::gguf::WeightType,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Examples per optimizer step (paper: 16).
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Examples per forward/backward pass; their gradients add up to a batch.
+    #[arg(long, default_value_t = 1)]
+    pub micro_batch: usize,
+    /// Learning-rate decay after warm-up (default: linear for DPO, cosine for SFT).
+    #[arg(long, value_enum)]
+    pub decay: Option<crate::train::optim::Decay>,
+    /// Fraction of the steps spent warming the learning rate up.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// Clip the global gradient norm to this (0 = no clipping).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Seed for the data order and adapter initialization.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Longest prompt + answer in tokens.
+    #[arg(long, default_value_t = 1024)]
+    pub max_len: usize,
+    /// What to do with examples longer than --max-len.
+    #[arg(long, value_enum, default_value = "prompt")]
+    pub truncation: crate::train::data::Truncation,
+    /// Keep the token embeddings fixed.
+    #[arg(long)]
+    pub freeze_embeddings: bool,
+    /// Keep the bottom K transformer layers fixed.
+    #[arg(long, default_value_t = 0)]
+    pub freeze_layers: usize,
+    /// Train rank-R LoRA adapters on the attention and MLP projections instead of the
+    /// weights (0 = full fine-tuning); they are merged into the written checkpoint.
+    #[arg(long, default_value_t = 0)]
+    pub lora_rank: usize,
+    /// LoRA α (default: 2 × rank).
+    #[arg(long)]
+    pub lora_alpha: Option<f64>,
+    /// Name of the new checkpoint (default: from the output file).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print what would be trained (examples, tokens, memory estimate) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -122,6 +250,37 @@ pub enum BenchCommand {
     /// `/generate` with judging at paper settings: scored candidates per minute, pairs
     /// per hour, parse and tie rates.
     Generate(GenerateBenchArgs),
+    /// DPO training speed and peak memory on synthetic pairs (no server, no database).
+    Train(TrainBenchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainBenchArgs {
+    /// Model to train.
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: PathBuf,
+    /// Pairs to train on (one optimizer step per --batch-size pairs).
+    #[arg(long, default_value_t = 16)]
+    pub pairs: usize,
+    /// Prompt tokens per pair.
+    #[arg(long, default_value_t = 128)]
+    pub prompt_len: usize,
+    /// Tokens per answer (chosen and rejected each).
+    #[arg(long, default_value_t = 128)]
+    pub answer_len: usize,
+    /// Pairs per optimizer step.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Pairs per forward/backward pass.
+    #[arg(long, default_value_t = 1)]
+    pub micro_batch: usize,
+    /// `full`, `lora` (rank 16 on every projection) or `freeze` (embeddings and the
+    /// bottom half of the layers fixed).
+    #[arg(long, default_value = "full")]
+    pub mode: String,
+    /// Write the result as JSON here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

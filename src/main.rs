@@ -1,5 +1,5 @@
 use clap::Parser;
-use srlm::cli::{BenchCommand, Cli, Command};
+use srlm::cli::{BenchCommand, Cli, Command, TrainCommand};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -22,6 +22,14 @@ async fn main() -> anyhow::Result<()> {
             match bench {
                 BenchCommand::Chat(args) => srlm::bench::chat::run(args).await,
                 BenchCommand::Generate(args) => srlm::bench::generate::run(args).await,
+                BenchCommand::Train(args) => srlm::bench::train::run(args).await,
+            }
+        }
+        Command::Train(train) => {
+            srlm::telemetry::init(cli.log_format);
+            match train {
+                TrainCommand::Dpo(args) => srlm::train::run::dpo(args).await,
+                TrainCommand::Sft(args) => srlm::train::run::sft(args).await,
             }
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod generate;
+pub mod train;
 
 pub fn percentile(xs: &mut [f64], q: f64) -> f64 {
     if xs.is_empty() {

@@ -1,3 +1,4 @@
 //! Checkpoint files: GGUF reading, writing and conversion between weight types.
 
+pub mod export;
 pub mod gguf;

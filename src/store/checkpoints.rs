@@ -58,6 +58,17 @@ impl Store {
         .await
     }
 
+    pub async fn checkpoint_by_path(&self, path: &str) -> Result<Option<Checkpoint>, sqlx::Error> {
+        sqlx::query_as!(
+            Checkpoint,
+            "SELECT id, name, parent_id, iteration, path, format, status, created_at, activated_at
+             FROM checkpoints WHERE path = $1",
+            path
+        )
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     pub async fn active_checkpoints(&self) -> Result<Vec<Checkpoint>, sqlx::Error> {
         sqlx::query_as!(
             Checkpoint,

@@ -2,6 +2,7 @@
 
 pub mod checkpoints;
 pub mod records;
+pub mod training;
 
 use std::time::Duration;
 

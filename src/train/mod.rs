@@ -1,6 +1,12 @@
-//! srlm's own Llama-family model on candle: its configuration, weights (from GGUF or
-//! HF safetensors) and the forward pass. The native engine serves with it; the trainer
-//! (SFT, DPO) will train it.
+//! srlm's own Llama-family model on candle and the trainer built on it: configuration
+//! and weights (from GGUF or HF safetensors), the differentiable model, DPO and SFT,
+//! and the `srlm train` commands. The native engine serves from the same weights.
 
 pub mod config;
+pub mod data;
+pub mod dpo;
+pub mod model;
+pub mod optim;
+pub mod run;
+pub mod trainer;
 pub mod weights;

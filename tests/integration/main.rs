@@ -10,3 +10,4 @@ mod errors;
 mod ops;
 mod selfreward;
 mod sdk;
+mod train;

@@ -1,0 +1,441 @@
+//! `srlm train dpo` and `srlm train sft`: the trainer as an operator runs it.
+//!
+//! The compute runs on a blocking thread; the async side renews the pair lease, writes
+//! per-step metrics to Postgres, and turns Ctrl-C into a failed run whose pairs go back.
+//! The checkpoint file appears under its name only when complete, and is registered
+//! (with the pairs marked consumed) in one transaction after that.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use candle_core::DType;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::mpsc;
+
+use super::data::{self, ChatFormat, Fit, FitCounts, PairTokens, SftExample};
+use super::dpo::DpoConfig;
+use super::model::{LoraConfig, Model, Trainable};
+use super::optim::Decay;
+use super::trainer::{self, Observer, OptimConfig, StepMetrics, Summary};
+use super::weights::LlamaWeights;
+use crate::checkpoint::export;
+use crate::cli::{DpoArgs, SftArgs, TrainArgs};
+use crate::engine::ChatMessage;
+use crate::store::training::{ClaimedPair, NewCheckpoint, RunCounts};
+use crate::store::Store;
+
+impl TrainArgs {
+    pub fn trainable(&self) -> Trainable {
+        Trainable {
+            freeze_embeddings: self.freeze_embeddings,
+            freeze_layers: self.freeze_layers,
+            lora: (self.lora_rank > 0)
+                .then(|| LoraConfig { rank: self.lora_rank, alpha: self.lora_alpha.unwrap_or(2.0 * self.lora_rank as f64) }),
+        }
+    }
+
+    fn optim(&self, lr: f64, final_lr: f64, decay: Decay) -> OptimConfig {
+        OptimConfig {
+            epochs: self.epochs.max(1),
+            lr,
+            final_lr,
+            decay: self.decay.unwrap_or(decay),
+            warmup_ratio: self.warmup_ratio,
+            batch_size: self.batch_size.max(1),
+            micro_batch: self.micro_batch.max(1),
+            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+        }
+    }
+}
+
+/// A name unique to this trainer process, stored on the pairs it claims.
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into());
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &id[..8])
+}
+
+fn messages_of(value: &serde_json::Value) -> Result<Vec<ChatMessage>> {
+    let list = value.as_array().context("prompt messages are not a list")?;
+    list.iter()
+        .map(|m| {
+            Ok(ChatMessage {
+                role: m["role"].as_str().context("message without role")?.to_string(),
+                content: m["content"].as_str().context("message without text content")?.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Tokenizes claimed pairs, fitting them to `max_len`.
+pub fn pair_tokens(format: &ChatFormat, pairs: &[ClaimedPair], max_len: usize, policy: data::Truncation) -> Result<(Vec<PairTokens>, FitCounts)> {
+    let mut counts = FitCounts::default();
+    let mut out = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let mut prompt = format.prompt(&messages_of(&p.messages).with_context(|| format!("pair {}", p.id))?)?;
+        let (chosen, rejected) = (format.answer(&p.chosen)?, format.answer(&p.rejected)?);
+        let f = data::fit(&mut prompt, chosen.len().max(rejected.len()), max_len, policy);
+        counts.count(f);
+        if f != Fit::Skipped {
+            out.push(PairTokens { id: Some(p.id), prompt, chosen, rejected });
+        }
+    }
+    Ok((out, counts))
+}
+
+/// A rough peak-memory estimate: weights, gradients and Adam moments of what is
+/// trained, and the activations one micro-batch keeps for its backward pass.
+pub fn memory_estimate(model: &Model, tokens_per_micro: usize, scored_per_micro: usize) -> u64 {
+    let c = &model.config;
+    let (total, trained) = model.parameter_counts();
+    let per_token_layer = 14 * c.hidden + 2 * c.kv_dim() + 5 * c.intermediate + 4 * c.heads * tokens_per_micro.min(4096) / 2;
+    let activations = c.layers * per_token_layer * tokens_per_micro + 4 * scored_per_micro * c.vocab;
+    4 * (total + 3 * trained + activations) as u64
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// Progress bar and step log of a run; steps also go to Postgres through `steps`.
+struct CliObserver {
+    bar: ProgressBar,
+    phase: &'static str,
+    steps: Option<mpsc::UnboundedSender<StepMetrics>>,
+}
+
+impl CliObserver {
+    fn new(steps: Option<mpsc::UnboundedSender<StepMetrics>>) -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta}) {msg}")
+                .expect("a valid template"),
+        );
+        Self { bar, phase: "", steps }
+    }
+}
+
+impl Observer for CliObserver {
+    fn progress(&mut self, phase: &'static str, done: usize, total: usize) {
+        if phase != self.phase {
+            self.phase = phase;
+            self.bar.reset();
+            self.bar.set_prefix(phase);
+            self.bar.set_length(total as u64);
+        }
+        self.bar.set_position(done as u64);
+    }
+
+    fn step(&mut self, m: &StepMetrics) -> Result<()> {
+        let v = |k| m.get(k).unwrap_or(f64::NAN);
+        let line = match m.get("rewards/margins") {
+            Some(margin) => format!(
+                "step {} loss {:.4} margin {margin:.4} acc {:.2} lr {:.2e} grad-norm {:.3} ({:.0} tok/s)",
+                m.step,
+                v("loss"),
+                v("rewards/accuracies"),
+                m.lr,
+                m.grad_norm,
+                m.tokens as f64 / m.seconds
+            ),
+            None => format!("step {} loss {:.4} lr {:.2e} grad-norm {:.3} ({:.0} tok/s)", m.step, v("loss"), m.lr, m.grad_norm, m.tokens as f64 / m.seconds),
+        };
+        self.bar.set_message(format!("loss {:.4}{}", v("loss"), m.get("rewards/margins").map(|x| format!(" margin {x:.3}")).unwrap_or_default()));
+        if self.bar.is_hidden() {
+            tracing::info!(metrics = %m.to_json(), "{line}");
+        } else {
+            self.bar.println(line);
+        }
+        if let Some(tx) = &self.steps {
+            let _ = tx.send(m.clone());
+        }
+        Ok(())
+    }
+}
+
+/// Where a run's checkpoint goes by default: beside its base.
+fn default_out(base: &Path, tag: &str, dtype: crate::checkpoint::gguf::WeightType) -> PathBuf {
+    let stem = if base.is_dir() { base.file_name() } else { base.file_stem() }.map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    let name = if base.is_dir() { format!("{stem}-{tag}") } else { format!("{stem}-{tag}.{}.gguf", dtype.suffix()) };
+    base.with_file_name(name)
+}
+
+fn load_model(path: &Path, common: &TrainArgs) -> Result<Model> {
+    let mut weights = LlamaWeights::load(path).with_context(|| format!("loading {}", path.display()))?;
+    weights.quantized.clear();
+    Model::new(&weights, &common.trainable(), DType::F32, common.seed)
+}
+
+/// What the blocking half of a run needs.
+struct Job {
+    base: PathBuf,
+    out: PathBuf,
+    common: TrainArgs,
+    optim: OptimConfig,
+    work: Work,
+}
+
+enum Work {
+    Dpo(Vec<PairTokens>, DpoConfig),
+    Sft(Vec<SftExample>),
+}
+
+impl Job {
+    fn run(self, observer: &mut dyn Observer) -> Result<Summary> {
+        let model = load_model(&self.base, &self.common)?;
+        let (total, trained) = model.parameter_counts();
+        tracing::info!(parameters = total, trained, "model loaded");
+        let summary = match &self.work {
+            Work::Dpo(pairs, dpo) => trainer::train_dpo(&model, pairs, dpo, &self.optim, observer)?,
+            Work::Sft(examples) => trainer::train_sft(&model, examples, &self.optim, observer)?,
+        };
+        export::write_like(&self.base, &model.export()?, self.common.dtype, &self.out)?;
+        Ok(summary)
+    }
+}
+
+/// Runs `job` on a blocking thread while recording its steps and renewing the lease.
+async fn supervise(job: Job, store: Option<(Store, i64, String, Duration)>) -> Result<Summary> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<StepMetrics>();
+    let mut handle = tokio::task::spawn_blocking(move || job.run(&mut CliObserver::new(Some(tx))));
+    let renewal = store.clone().map(|(store, _, worker, lease)| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(lease / 3).await;
+                if let Err(e) = store.renew_lease(&worker, lease).await {
+                    tracing::warn!(error = %e, "renewing the pair lease failed; retrying");
+                }
+            }
+        })
+    });
+    let record = |m: StepMetrics| {
+        let store = store.clone();
+        async move {
+            if let Some((store, run, _, _)) = store {
+                if let Err(e) = store.record_step(run, m.step as i32, &m.to_json()).await {
+                    tracing::warn!(error = %e, step = m.step, "could not record step metrics");
+                }
+            }
+        }
+    };
+    let outcome = loop {
+        tokio::select! {
+            done = &mut handle => break done.context("the training thread panicked").and_then(|r| r),
+            Some(m) = rx.recv() => record(m).await,
+            _ = tokio::signal::ctrl_c() => break Err(anyhow::anyhow!("interrupted")),
+        }
+    };
+    while let Ok(m) = rx.try_recv() {
+        record(m).await;
+    }
+    if let Some(r) = renewal {
+        r.abort();
+    }
+    outcome
+}
+
+fn report(summary: &Summary, extra: serde_json::Value) {
+    let seconds = summary.train_seconds + summary.reference_seconds;
+    let mut out = serde_json::json!({
+        "steps": summary.steps,
+        "examples": summary.examples,
+        "tokens": summary.tokens,
+        "train_seconds": summary.train_seconds,
+        "reference_seconds": summary.reference_seconds,
+        "tokens_per_second": summary.tokens as f64 / seconds.max(1e-9),
+        "last_step": summary.last,
+    });
+    if let (Some(o), Some(e)) = (out.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    println!("{out}");
+}
+
+pub async fn dpo(args: DpoArgs) -> Result<()> {
+    let store = Store::connect_lazy(&args.database_url)?;
+    store.migrate().await.context("migrating the database")?;
+    let base = match args.checkpoint {
+        Some(id) => store.checkpoint(id).await?.with_context(|| format!("no checkpoint {id}"))?,
+        None => store.active_checkpoints().await?.pop().context("no active checkpoint; name one with --checkpoint")?,
+    };
+    let base_path = PathBuf::from(&base.path);
+    let format = ChatFormat::load(&base_path)?;
+    let common = args.common.clone();
+    let dpo = DpoConfig { loss: args.loss, beta: args.beta, label_smoothing: args.label_smoothing };
+    if !(0.0..0.5).contains(&dpo.label_smoothing) {
+        bail!("--label-smoothing must be in [0, 0.5), got {}", dpo.label_smoothing);
+    }
+    if dpo.beta <= 0.0 {
+        bail!("--beta must be positive, got {}", dpo.beta);
+    }
+    let optim = common.optim(args.lr, args.final_lr, Decay::Linear);
+    let limit = args.max_pairs.unwrap_or(i64::MAX);
+    let lease = Duration::from_secs(args.lease_secs.max(10));
+
+    if common.dry_run {
+        let peek = store.available_pairs(base.id, limit).await?;
+        let (pairs, counts) = pair_tokens(&format, &peek, common.max_len, common.truncation)?;
+        return dry_run("dpo", &base_path, &common, &optim, pairs.iter().map(|p| (p.tokens(), p.chosen.len() + p.rejected.len())), counts);
+    }
+
+    let worker = worker_name();
+    let claimed = store.claim_pairs(base.id, &worker, limit, lease).await?;
+    let config = serde_json::json!({"dpo": dpo, "optim": optim, "trainable": common.trainable(), "max_len": common.max_len,
+        "truncation": common.truncation, "base": base.path, "dtype": common.dtype.suffix()});
+    let run_id = store.start_run("dpo", Some(base.id), &worker, &config).await?;
+    let result = async {
+        let (pairs, counts) = pair_tokens(&format, &claimed, common.max_len, common.truncation)?;
+        tracing::info!(run = run_id, claimed = claimed.len(), kept = counts.kept, truncated = counts.truncated, skipped = counts.skipped, "pairs claimed");
+        if pairs.is_empty() {
+            bail!("no pairs to train on for checkpoint {} ({} claimed, {} too long for --max-len {})", base.id, claimed.len(), counts.skipped, common.max_len);
+        }
+        let out = common.out.clone().unwrap_or_else(|| default_out(&base_path, &format!("dpo-r{run_id}"), common.dtype));
+        let ids: Vec<i64> = pairs.iter().filter_map(|p| p.id).collect();
+        let job = Job { base: base_path.clone(), out: out.clone(), common: common.clone(), optim, work: Work::Dpo(pairs, dpo) };
+        let summary = supervise(job, Some((store.clone(), run_id, worker.clone(), lease))).await?;
+        Ok((summary, out, ids, counts))
+    }
+    .await;
+    let (summary, out, ids, counts) = match result {
+        Ok(r) => r,
+        Err(e) => return Err(fail(&store, run_id, &worker, common.out.as_deref(), e).await),
+    };
+    let name = common.name.clone().unwrap_or_else(|| out.file_stem().map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned()));
+    let new = NewCheckpoint { name, path: absolute(&out), format: format_of(&out).into(), parent_id: Some(base.id), iteration: base.iteration + 1 };
+    let run_counts = run_counts(&summary, counts);
+    match store.finish_run(run_id, &worker, &new, &ids, run_counts).await {
+        Ok(registered) => {
+            // Pairs skipped for length go back for a trainer with a longer --max-len.
+            store.release_pairs(&worker).await?;
+            report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path,
+                "parent_id": base.id, "iteration": registered.iteration, "truncated": counts.truncated, "skipped": counts.skipped}));
+            Ok(())
+        }
+        Err(e) => {
+            let _ = remove_output(&out);
+            Err(fail(&store, run_id, &worker, None, e.into()).await)
+        }
+    }
+}
+
+fn run_counts(summary: &Summary, counts: FitCounts) -> RunCounts {
+    RunCounts {
+        examples: summary.examples as i32,
+        truncated: counts.truncated as i32,
+        skipped: counts.skipped as i32,
+        tokens: summary.tokens as i64,
+    }
+}
+
+fn remove_output(out: &Path) -> std::io::Result<()> {
+    if out.is_dir() {
+        std::fs::remove_dir_all(out)
+    } else {
+        std::fs::remove_file(out)
+    }
+}
+
+/// Marks the run failed (its pairs go back) and removes any partial output.
+async fn fail(store: &Store, run_id: i64, worker: &str, out: Option<&Path>, error: anyhow::Error) -> anyhow::Error {
+    if let Some(out) = out {
+        let part = export::part_path(out);
+        let _ = remove_output(&part);
+    }
+    if let Err(e) = store.fail_run(run_id, worker, &format!("{error:#}")).await {
+        tracing::error!(error = %e, run = run_id, "could not mark the run failed; its pairs come back when the lease runs out");
+    }
+    error.context(format!("training run {run_id} failed"))
+}
+
+fn absolute(p: &Path) -> String {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).to_string_lossy().into_owned()
+}
+
+fn format_of(p: &Path) -> &'static str {
+    if p.extension().is_some_and(|e| e == "gguf") {
+        "gguf"
+    } else {
+        "safetensors"
+    }
+}
+
+fn dry_run(kind: &str, base: &Path, common: &TrainArgs, optim: &OptimConfig, sizes: impl Iterator<Item = (usize, usize)>, counts: FitCounts) -> Result<()> {
+    let sizes: Vec<(usize, usize)> = sizes.collect();
+    let tokens: usize = sizes.iter().map(|s| s.0).sum();
+    let scored: usize = sizes.iter().map(|s| s.1).sum();
+    let model = load_model(base, common)?;
+    let (total, trained) = model.parameter_counts();
+    let longest_micro = sizes.iter().map(|s| s.0).max().unwrap_or(0) * optim.micro_batch;
+    let longest_scored = sizes.iter().map(|s| s.1).max().unwrap_or(0) * optim.micro_batch;
+    let memory = memory_estimate(&model, longest_micro, longest_scored);
+    println!(
+        "{}",
+        serde_json::json!({
+            "kind": kind, "examples": sizes.len(), "truncated": counts.truncated, "skipped": counts.skipped,
+            "tokens_per_epoch": tokens, "scored_tokens_per_epoch": scored, "epochs": optim.epochs,
+            "optimizer_steps": optim.steps(sizes.len()), "parameters": total, "trained_parameters": trained,
+            "memory_estimate_gib": (gib(memory) * 100.0).round() / 100.0,
+        })
+    );
+    Ok(())
+}
+
+pub async fn sft(args: SftArgs) -> Result<()> {
+    let common = args.common.clone();
+    let format = ChatFormat::load(&args.model)?;
+    let mut messages = Vec::new();
+    for file in &args.data {
+        messages.extend(data::read_chat_jsonl(file)?);
+    }
+    let (examples, counts) = data::sft_examples(&format, &messages, common.max_len, common.truncation)?;
+    let optim = common.optim(args.lr, args.final_lr, Decay::Cosine);
+    if common.dry_run {
+        return dry_run("sft", &args.model, &common, &optim, examples.iter().map(|e| (e.prompt.len() + e.answer.len(), e.answer.len())), counts);
+    }
+    if examples.is_empty() {
+        bail!("no examples to train on ({} read, {} too long for --max-len {})", messages.len(), counts.skipped, common.max_len);
+    }
+    let started = Instant::now();
+    let Some(url) = &args.database_url else {
+        let out = common.out.clone().unwrap_or_else(|| default_out(&args.model, "sft", common.dtype));
+        let job = Job { base: args.model.clone(), out: out.clone(), common: common.clone(), optim, work: Work::Sft(examples) };
+        let summary = supervise(job, None).await.inspect_err(|_| {
+            let _ = remove_output(&export::part_path(&out));
+        })?;
+        report(&summary, serde_json::json!({"path": absolute(&out), "truncated": counts.truncated, "skipped": counts.skipped, "wall_seconds": started.elapsed().as_secs_f64()}));
+        return Ok(());
+    };
+    let store = Store::connect_lazy(url)?;
+    store.migrate().await.context("migrating the database")?;
+    let parent = store.checkpoint_by_path(&absolute(&args.model)).await?;
+    let worker = worker_name();
+    let config = serde_json::json!({"optim": optim, "trainable": common.trainable(), "max_len": common.max_len,
+        "truncation": common.truncation, "base": absolute(&args.model), "data": args.data, "dtype": common.dtype.suffix()});
+    let run_id = store.start_run("sft", parent.as_ref().map(|p| p.id), &worker, &config).await?;
+    let out = common.out.clone().unwrap_or_else(|| default_out(&args.model, &format!("sft-r{run_id}"), common.dtype));
+    let job = Job { base: args.model.clone(), out: out.clone(), common: common.clone(), optim, work: Work::Sft(examples) };
+    let summary = match supervise(job, Some((store.clone(), run_id, worker.clone(), Duration::from_secs(600)))).await {
+        Ok(s) => s,
+        Err(e) => return Err(fail(&store, run_id, &worker, Some(&out), e).await),
+    };
+    let name = common.name.clone().unwrap_or_else(|| out.file_stem().map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned()));
+    let new = NewCheckpoint {
+        name,
+        path: absolute(&out),
+        format: format_of(&out).into(),
+        parent_id: parent.as_ref().map(|p| p.id),
+        iteration: parent.as_ref().map_or(1, |p| p.iteration + 1),
+    };
+    let registered = match store.finish_run(run_id, &worker, &new, &[], run_counts(&summary, counts)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = remove_output(&out);
+            return Err(fail(&store, run_id, &worker, None, e.into()).await);
+        }
+    };
+    report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path, "iteration": registered.iteration}));
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! The trainer against the real model and a real Postgres: its log-probs against
+//! mistralrs on the same F32 checkpoint, and `srlm train dpo` from pairs in Postgres to a
+//! registered checkpoint the native engine serves.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use candle_core::{DType, Device};
+use serde_json::Value;
+use srlm::engine::native::{NativeEngine, NativeOptions};
+use srlm::engine::{complete, ChatMessage, Generation, Prompt, SamplingConfig};
+use srlm::store::Store;
+use srlm::train::data::ChatFormat;
+use srlm::train::model::{Batch, Model, Trainable};
+use srlm::train::weights::LlamaWeights;
+
+use crate::common::{database_url, engine, model_path, rt};
+
+#[test]
+fn trainer_log_probs_match_mistralrs_on_the_same_f32_checkpoint() {
+    rt().block_on(async {
+        let f32_path = srlm::checkpoint::gguf::converted_copy(Path::new(&model_path()), srlm::checkpoint::gguf::WeightType::F32).unwrap();
+        let messages = vec![ChatMessage { role: "user".into(), content: "What makes bread rise?".into() }];
+        let continuation = "Yeast eats the sugars in the dough and releases carbon dioxide, which gets trapped and makes the bread rise.";
+        let reference = engine("mistralrs-f32").score(Prompt::Chat(messages.clone()), continuation).await.expect("mistralrs score");
+
+        let format = ChatFormat::load(&f32_path).unwrap();
+        let prompt = format.prompt(&messages).unwrap();
+        let answer = format.answer(continuation).unwrap();
+        let answer = &answer[..answer.len() - 1]; // without the end-of-turn token
+        assert_eq!(answer, reference.iter().map(|t| t.token).collect::<Vec<_>>().as_slice(), "same tokens");
+        let weights = LlamaWeights::load(&f32_path).unwrap();
+        let model = Model::new(&weights, &Trainable::default(), DType::F32, 0).unwrap();
+        let seq: Vec<u32> = prompt.iter().chain(answer).copied().collect();
+        let batch = Batch::new(&[(&seq, prompt.len())], &Device::Cpu).unwrap();
+        let ours = model.token_logprobs(&batch, false).unwrap().to_vec1::<f32>().unwrap();
+        let diffs: Vec<f32> = ours.iter().zip(&reference).map(|(a, b)| (a - b.logprob).abs()).collect();
+        let max = diffs.iter().copied().fold(0f32, f32::max);
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        eprintln!("trainer vs mistralrs (F32 GGUF): {} tokens, mean |Δ| {mean:.4}, max {max:.4} nats", diffs.len());
+        // Measured: mean 0.0015, max 0.0065 nats over 22 tokens. A wrong RoPE layout,
+        // norm or mask is off by whole nats.
+        assert!(max < 0.03 && mean < 0.01, "trainer vs mistralrs log-probs: max {max}, mean {mean}");
+    });
+}
+
+/// A checkpoint of its own for a test (a symlink to the default model under a fresh
+/// path), with `pairs` preference pairs recorded for it.
+async fn checkpoint_with_pairs(store: &Store, dir: &Path, pairs: usize) -> (i64, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let base = dir.join("base.gguf");
+    let _ = std::fs::remove_file(&base);
+    std::os::unix::fs::symlink(model_path(), &base).unwrap();
+    let id: i64 = sqlx::query_scalar("INSERT INTO checkpoints (name, path, format) VALUES ('dpo-test-base', $1, 'gguf') RETURNING id")
+        .bind(base.to_string_lossy().as_ref())
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let questions = ["Name a primary colour.", "What is 2 + 2?", "Say hello politely."];
+    let answers = [("Red is a primary colour.", "Banana."), ("2 + 2 is 4.", "It is 22, obviously."), ("Hello! How can I help you today?", "What do you want.")];
+    for i in 0..pairs {
+        let prompt: i64 = sqlx::query_scalar("INSERT INTO prompts (messages, source) VALUES ($1, 'seed') RETURNING id")
+            .bind(serde_json::json!([{"role": "user", "content": questions[i % 3]}]))
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for (j, text) in [answers[i % 3].0, answers[i % 3].1].iter().enumerate() {
+            let cid: i64 = sqlx::query_scalar(
+                "INSERT INTO candidates (prompt_id, checkpoint_id, choice_index, text, prompt_tokens, completion_tokens,
+                     finish_reason, temperature, top_p, max_tokens, seed)
+                 VALUES ($1, $2, $3, $4, 10, 10, 'stop', 0.7, 0.9, 64, 1) RETURNING id",
+            )
+            .bind(prompt)
+            .bind(id)
+            .bind(j as i32)
+            .bind(*text)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+            ids.push(cid);
+        }
+        sqlx::query("INSERT INTO pairs (prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id) VALUES ($1, $2, $3, 5, 1, $4)")
+            .bind(prompt)
+            .bind(ids[0])
+            .bind(ids[1])
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    (id, base)
+}
+
+fn srlm(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_srlm")).args(args).env("DATABASE_URL", database_url()).output().expect("srlm runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn dpo_trains_the_pairs_in_postgres_into_a_registered_checkpoint_that_serves() {
+    rt().block_on(async {
+        let store = Store::connect_lazy(&database_url()).unwrap();
+        store.migrate().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("srlm-dpo-e2e-{}", std::process::id()));
+        let (base_id, base) = checkpoint_with_pairs(&store, &dir, 3).await;
+        let id = base_id.to_string();
+
+        // Dry run: counts, claims nothing.
+        let (ok, out, err) = srlm(&["train", "dpo", "--checkpoint", &id, "--dry-run"]);
+        assert!(ok, "{err}");
+        let dry: Value = serde_json::from_str(out.trim()).expect("dry-run JSON");
+        assert_eq!(dry["examples"], 3);
+        assert!(dry["memory_estimate_gib"].as_f64().unwrap() > 0.5, "{dry}");
+
+        // Too short a --max-len: every pair skipped, the run fails and gives them back.
+        let (ok, _, err) = srlm(&["train", "dpo", "--checkpoint", &id, "--max-len", "8", "--truncation", "skip"]);
+        assert!(!ok && err.contains("too long"), "{err}");
+        let available: i64 = sqlx::query_scalar("SELECT count(*) FROM pairs WHERE checkpoint_id = $1 AND status = 'available'")
+            .bind(base_id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(available, 3, "a failed run returns its pairs");
+        let failed: String = sqlx::query_scalar("SELECT status FROM training_runs WHERE base_checkpoint_id = $1 ORDER BY id DESC LIMIT 1")
+            .bind(base_id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(failed, "failed");
+
+        let (ok, out, err) = srlm(&[
+            "train", "dpo", "--checkpoint", &id, "--batch-size", "2", "--micro-batch", "1", "--lr", "5e-6",
+            "--max-len", "96", "--dtype", "q8_0",
+        ]);
+        assert!(ok, "srlm train dpo failed:\n{err}");
+        let summary: Value = serde_json::from_str(out.lines().last().unwrap()).expect("summary JSON");
+        assert_eq!(summary["steps"], 2, "3 pairs in batches of 2: {summary}");
+        assert_eq!(summary["parent_id"], base_id);
+        let run_id = summary["run_id"].as_i64().unwrap();
+        let new_id = summary["checkpoint_id"].as_i64().unwrap();
+        let path = PathBuf::from(summary["path"].as_str().unwrap());
+        assert!(path.exists() && path.starts_with(base.parent().unwrap()), "{}", path.display());
+
+        let checkpoint = store.checkpoint(new_id).await.unwrap().unwrap();
+        assert_eq!((checkpoint.parent_id, checkpoint.status.as_str(), checkpoint.format.as_str()), (Some(base_id), "registered", "gguf"));
+        assert_eq!(store.run_status(run_id).await.unwrap().unwrap(), ("succeeded".into(), Some(new_id), None));
+        let steps = store.run_steps(run_id).await.unwrap();
+        assert_eq!(steps.len(), 2);
+        for key in ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "lr", "grad_norm"] {
+            assert!(steps[0][key].is_number(), "step metrics lack {key}: {}", steps[0]);
+        }
+        // At the first step the policy is the reference: the loss is log 2.
+        assert!((steps[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-3, "{}", steps[0]);
+        let consumed: i64 = sqlx::query_scalar("SELECT count(*) FROM pairs WHERE checkpoint_id = $1 AND status = 'consumed' AND consumed_by_run = $2")
+            .bind(base_id)
+            .bind(run_id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(consumed, 3);
+
+        // The written checkpoint loads in the server's engine and answers.
+        let options = NativeOptions { model: path.to_string_lossy().into_owned(), name: None, max_seqs: 4, prefill_chunk: 64 };
+        let served = NativeEngine::load(&options).expect("the trained checkpoint loads");
+        let generation = Generation {
+            prompt: Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "What is 2 + 2?".into() }]),
+            sampling: SamplingConfig::greedy(),
+            max_tokens: 12,
+            stop: vec![],
+        };
+        let answer = complete(&served, generation).await.expect("the trained checkpoint generates");
+        assert!(!answer.text.trim().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
