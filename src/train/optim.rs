@@ -43,7 +43,7 @@ impl Schedule {
 
 /// A gradient store with nothing of ours in it (candle offers no public constructor;
 /// the backward pass of an untracked scalar makes one).
-fn empty_store() -> Result<GradStore> {
+pub(crate) fn empty_store() -> Result<GradStore> {
     Ok(candle_core::Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu)?.backward()?)
 }
 

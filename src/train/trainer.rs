@@ -4,13 +4,15 @@
 use std::time::Instant;
 
 use anyhow::{ensure, Result};
-use candle_core::Tensor;
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::data::{PairTokens, SftExample};
 use super::dpo::{self, DpoConfig, DpoSums};
+use super::fast;
 use super::model::{Batch, Model};
 use super::optim::{Accumulator, Decay, Schedule};
 
@@ -114,14 +116,14 @@ pub struct Summary {
     pub last: Option<serde_json::Value>,
 }
 
-/// Runs the loop. `micro(items, step_items)` returns the scaled loss of a micro-batch
-/// (its share of the step's mean), its measurement sums and its token count.
+/// Runs the loop. `micro(items, step_items)` returns the gradients of a micro-batch's
+/// share of the step's mean loss, its measurement sums and its token count.
 fn optimize<S: Default>(
     model: &Model,
     cfg: &OptimConfig,
     n: usize,
     observer: &mut dyn Observer,
-    mut micro: impl FnMut(&[usize], &[usize]) -> Result<(Tensor, S, usize)>,
+    mut micro: impl FnMut(&[usize], &[usize]) -> Result<(GradStore, S, usize)>,
     add: impl Fn(&mut S, &S),
     means: impl Fn(&S) -> Vec<(&'static str, f64)>,
 ) -> Result<Summary> {
@@ -155,8 +157,8 @@ fn optimize<S: Default>(
         let mut sums = S::default();
         let mut tokens = 0;
         for chunk in items.chunks(cfg.micro_batch) {
-            let (loss, s, t) = micro(chunk, items)?;
-            acc.add(loss.backward()?)?;
+            let (grads, s, t) = micro(chunk, items)?;
+            acc.add(grads)?;
             add(&mut sums, &s);
             tokens += t;
             done += chunk.len();
@@ -203,8 +205,14 @@ pub fn reference_logprobs(model: &Model, pairs: &[PairTokens], dpo: &DpoConfig, 
     let device = model.embed.value().device().clone();
     for chunk in pairs.chunks(micro_batch.max(1)) {
         let refs: Vec<&PairTokens> = chunk.iter().collect();
-        let lp = model.sequence_logprobs(&pair_batch(&refs, &device)?, false, dpo.loss.uses_mean_logprobs())?;
-        let lp = lp.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
+        let batch = pair_batch(&refs, &device)?;
+        let mean = dpo.loss.uses_mean_logprobs();
+        let lp = if fast::supports(model) {
+            let (tokens, _) = fast::forward(model, &batch, false)?;
+            per_sequence(&batch, &tokens, mean).0
+        } else {
+            model.sequence_logprobs(&batch, false, mean)?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?
+        };
         let m = chunk.len();
         out.extend((0..m).map(|i| (lp[i], lp[m + i])));
         observer.progress("reference", out.len(), pairs.len());
@@ -222,7 +230,14 @@ pub fn train_dpo(model: &Model, pairs: &[PairTokens], dpo: &DpoConfig, cfg: &Opt
         cfg,
         pairs.len(),
         observer,
-        |chunk, step_items| dpo_micro(model, pairs, &reference, dpo, chunk, step_items.len()),
+        |chunk, step_items| {
+            if fast::supports(model) {
+                dpo_micro_fast(model, pairs, &reference, dpo, chunk, step_items.len())
+            } else {
+                let (loss, sums, tokens) = dpo_micro(model, pairs, &reference, dpo, chunk, step_items.len())?;
+                Ok((loss.backward()?, sums, tokens))
+            }
+        },
         DpoSums::add,
         DpoSums::means,
     )?;
@@ -249,6 +264,56 @@ fn dpo_micro(model: &Model, pairs: &[PairTokens], reference: &[(f64, f64)], dpo:
     Ok((loss, sums, refs.iter().map(|p| p.tokens()).sum()))
 }
 
+/// Per-sequence sums (or means) of token values, and each sequence's token count.
+fn per_sequence(batch: &Batch, tokens: &[f32], mean: bool) -> (Vec<f64>, Vec<usize>) {
+    let mut sums = vec![0f64; batch.sequences];
+    let mut counts = vec![0usize; batch.sequences];
+    for (&s, &v) in batch.owner.iter().zip(tokens) {
+        sums[s] += v as f64;
+        counts[s] += 1;
+    }
+    if mean {
+        for (x, &n) in sums.iter_mut().zip(&counts) {
+            *x /= n.max(1) as f64;
+        }
+    }
+    (sums, counts)
+}
+
+/// [`dpo_micro`] on the hand-derived passes: the loss's gradient with respect to each
+/// sequence's log-probability comes from candle's autograd over the (tiny) loss
+/// expression, and flows into the model through [`fast::backward`].
+fn dpo_micro_fast(model: &Model, pairs: &[PairTokens], reference: &[(f64, f64)], dpo: &DpoConfig, chunk: &[usize], step_len: usize) -> Result<(GradStore, DpoSums, usize)> {
+    let device = candle_core::Device::Cpu;
+    let refs: Vec<&PairTokens> = chunk.iter().map(|&i| &pairs[i]).collect();
+    let batch = pair_batch(&refs, &device)?;
+    let mean = dpo.loss.uses_mean_logprobs();
+    let (token_lp, cache) = fast::forward(model, &batch, true)?;
+    let (seq, counts) = per_sequence(&batch, &token_lp, mean);
+    let m = chunk.len();
+    let pc = Var::from_vec(seq[..m].to_vec(), m, &device)?;
+    let pr = Var::from_vec(seq[m..].to_vec(), m, &device)?;
+    let rc = Tensor::from_vec(chunk.iter().map(|&i| reference[i].0).collect::<Vec<_>>(), m, &device)?;
+    let rr = Tensor::from_vec(chunk.iter().map(|&i| reference[i].1).collect::<Vec<_>>(), m, &device)?;
+    let losses = dpo::loss(dpo, pc.as_tensor(), pr.as_tensor(), &rc, &rr)?;
+    let sums = DpoSums::of(dpo, &losses, pc.as_tensor(), pr.as_tensor(), &rc, &rr)?;
+    let g = (losses.sum_all()? / step_len as f64)?.backward()?;
+    let grad_of = |v: &Var| -> Result<Vec<f64>> {
+        Ok(match g.get(v.as_tensor()) {
+            Some(t) => t.to_vec1::<f64>()?,
+            None => vec![0.0; m],
+        })
+    };
+    let dseq: Vec<f64> = grad_of(&pc)?.into_iter().chain(grad_of(&pr)?).collect();
+    let dlogp: Vec<f32> = batch
+        .owner
+        .iter()
+        .map(|&s| (dseq[s] / if mean { counts[s].max(1) as f64 } else { 1.0 }) as f32)
+        .collect();
+    let grads = fast::backward(model, &batch, cache.expect("kept"), &dlogp)?;
+    Ok((grads, sums, refs.iter().map(|p| p.tokens()).sum()))
+}
+
 #[derive(Default)]
 struct SftSums {
     nll: f64,
@@ -268,12 +333,19 @@ pub fn train_sft(model: &Model, examples: &[SftExample], cfg: &OptimConfig, obse
             let firsts: Vec<usize> = chunk.iter().map(|&i| examples[i].prompt.len()).collect();
             let pairs: Vec<(&[u32], usize)> = seqs.iter().map(Vec::as_slice).zip(firsts).collect();
             let batch = Batch::new(&pairs, &device)?;
-            let step_tokens: usize = step_items.iter().map(|&i| examples[i].answer.len()).sum();
-            let nll = model.token_logprobs(&batch, true)?.sum_all()?.neg()?;
-            let value = nll.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
-            let loss = (nll / step_tokens as f64)?;
+            let step_tokens = step_items.iter().map(|&i| examples[i].answer.len()).sum::<usize>() as f64;
             let tokens = seqs.iter().map(Vec::len).sum();
-            Ok((loss, SftSums { nll: value, answer_tokens: batch.scored_tokens() }, tokens))
+            let sums = |nll: f64| SftSums { nll, answer_tokens: batch.scored_tokens() };
+            if fast::supports(model) {
+                let (lp, cache) = fast::forward(model, &batch, true)?;
+                let nll = -lp.iter().map(|&x| x as f64).sum::<f64>();
+                let dlogp = vec![(-1.0 / step_tokens) as f32; lp.len()];
+                Ok((fast::backward(model, &batch, cache.expect("kept"), &dlogp)?, sums(nll), tokens))
+            } else {
+                let nll = model.token_logprobs(&batch, true)?.sum_all()?.neg()?;
+                let value = nll.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+                Ok(((nll / step_tokens)?.backward()?, sums(value), tokens))
+            }
         },
         |a, b| {
             a.nll += b.nll;
