@@ -32,6 +32,10 @@ pub async fn run(args: TrainBenchArgs) -> Result<()> {
 fn measure(args: &TrainBenchArgs) -> Result<()> {
     let mut weights = LlamaWeights::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     weights.quantized.clear();
+    let device = crate::train::run::training_device()?;
+    if !device.is_cpu() {
+        weights = weights.to_device(&device)?;
+    }
     let layers = weights.config.layers;
     let trainable = match args.mode.as_str() {
         "full" => Trainable::default(),
@@ -72,6 +76,8 @@ fn measure(args: &TrainBenchArgs) -> Result<()> {
         "peak_rss_gib_before_training": rss_before.map(|b| b as f64 / (1u64 << 30) as f64),
         "peak_rss_gib": peak_rss().map(|b| b as f64 / (1u64 << 30) as f64),
         "threads": rayon::current_num_threads(),
+        "device": format!("{device:?}"),
+        "engine": if crate::train::fast::supports(&model) { "hand-derived passes (src/train/fast.rs)" } else { "candle autograd" },
     });
     println!("{result}");
     if let Some(out) = &args.out {

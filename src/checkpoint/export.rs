@@ -225,6 +225,29 @@ mod tests {
     }
 
     #[test]
+    fn safetensors_write_then_load_gives_identical_logprobs() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("srlm-export-st-{}", std::process::id()));
+        let base = dir.join("base");
+        std::fs::create_dir_all(&base)?;
+        let w = tiny_weights(8, false)?;
+        let c = &w.config;
+        let config = serde_json::json!({
+            "hidden_size": c.hidden, "intermediate_size": c.intermediate, "num_hidden_layers": c.layers,
+            "num_attention_heads": c.heads, "num_key_value_heads": c.kv_heads, "vocab_size": c.vocab,
+            "rope_theta": c.rope_theta, "rms_norm_eps": c.rms_eps, "max_position_embeddings": c.max_positions,
+        });
+        std::fs::write(base.join("config.json"), config.to_string())?;
+        let out = dir.join("trained");
+        write_like(&base, &w, WeightType::F32, &out)?;
+        assert!(out.join("config.json").exists() && out.join("model.safetensors").exists());
+        let back = LlamaWeights::from_safetensors(&out)?;
+        assert_eq!(logits_of(&back)?, logits_of(&w)?);
+        assert!(write_like(&base, &w, WeightType::Q8_0, &dir.join("q8")).is_err(), "safetensors are written in F32 only");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[test]
     fn a_failed_write_leaves_no_file() -> Result<()> {
         let dir = std::env::temp_dir().join(format!("srlm-export-fail-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;

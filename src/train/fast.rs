@@ -55,17 +55,28 @@ fn param_tensor(p: &Param) -> &Tensor {
     }
 }
 
-fn linear_tensor(l: &Linear) -> Result<&Tensor> {
-    if l.lora.is_some() {
+/// A linear layer's weight; with `base_only` its adapter (if any) is left out, as in
+/// the reference model.
+fn linear_tensor(l: &Linear, base_only: bool) -> Result<&Tensor> {
+    if l.lora.is_some() && !base_only {
         bail!("the fast trainer does not do LoRA");
     }
     Ok(param_tensor(&l.weight))
 }
 
+fn f32_cpu(model: &Model) -> bool {
+    let t = param_tensor(&model.embed);
+    t.dtype() == DType::F32 && t.device().is_cpu()
+}
+
 /// Whether `model` can be trained by this module.
 pub fn supports(model: &Model) -> bool {
-    let f32_cpu = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
-    model.layers.iter().all(|l| l.q.lora.is_none()) && f32_cpu(param_tensor(&model.embed))
+    f32_cpu(model) && model.layers.iter().all(|l| l.q.lora.is_none())
+}
+
+/// Whether this module can compute `model`'s reference (base, no-gradient) log-probs.
+pub fn supports_reference(model: &Model) -> bool {
+    f32_cpu(model)
 }
 
 // ---- matrix products ------------------------------------------------------------------
@@ -238,17 +249,17 @@ const GATE: usize = 6;
 const UP: usize = 7;
 const DOWN: usize = 8;
 
-fn layer_tensors(l: &Layer) -> Result<[&Tensor; 9]> {
+fn layer_tensors(l: &Layer, base_only: bool) -> Result<[&Tensor; 9]> {
     Ok([
         param_tensor(&l.attn_norm),
-        linear_tensor(&l.q)?,
-        linear_tensor(&l.k)?,
-        linear_tensor(&l.v)?,
-        linear_tensor(&l.o)?,
+        linear_tensor(&l.q, base_only)?,
+        linear_tensor(&l.k, base_only)?,
+        linear_tensor(&l.v, base_only)?,
+        linear_tensor(&l.o, base_only)?,
         param_tensor(&l.ffn_norm),
-        linear_tensor(&l.gate)?,
-        linear_tensor(&l.up)?,
-        linear_tensor(&l.down)?,
+        linear_tensor(&l.gate, base_only)?,
+        linear_tensor(&l.up, base_only)?,
+        linear_tensor(&l.down, base_only)?,
     ])
 }
 
@@ -268,17 +279,17 @@ fn layer_trained(l: &Layer) -> [bool; 9] {
 }
 
 impl<'a> Weights<'a> {
-    fn of(model: &'a Model) -> Result<Self> {
+    fn of(model: &'a Model, base_only: bool) -> Result<Self> {
         let layers = model
             .layers
             .iter()
             .map(|l| -> Result<[View<'a>; 9]> {
-                let ts = layer_tensors(l)?;
+                let ts = layer_tensors(l, base_only)?;
                 Ok([View::of(ts[0])?, View::of(ts[1])?, View::of(ts[2])?, View::of(ts[3])?, View::of(ts[4])?, View::of(ts[5])?, View::of(ts[6])?, View::of(ts[7])?, View::of(ts[8])?])
             })
             .collect::<Result<Vec<_>>>()?;
         let head = match &model.lm_head {
-            Some(h) => Some(View::of(linear_tensor(h)?)?),
+            Some(h) => Some(View::of(linear_tensor(h, base_only)?)?),
             None => None,
         };
         Ok(Self { embed: View::of(param_tensor(&model.embed))?, layers, norm: View::of(param_tensor(&model.norm))?, head })
@@ -357,9 +368,10 @@ fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, t: usize, heads: usize, 
 }
 
 /// Log-probabilities of the scored tokens, and the cache for [`backward`] when `keep`.
+/// Without `keep` LoRA adapters are left out: that is the reference (base) model.
 pub fn forward(model: &Model, batch: &Batch, keep: bool) -> Result<(Vec<f32>, Option<Cache>)> {
     let c = &model.config;
-    let w = Weights::of(model)?;
+    let w = Weights::of(model, !keep)?;
     let (b, t, tokens, rows, targets) = batch_ids(batch)?;
     let (h, heads, kv, hd, inter) = (c.hidden, c.heads, c.kv_heads, c.head_dim, c.intermediate);
     let kvd = kv * hd;
@@ -427,7 +439,7 @@ pub fn forward(model: &Model, batch: &Batch, keep: bool) -> Result<(Vec<f32>, Op
 /// for every trained parameter of `model`, as a gradient store keyed by its variables.
 pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32]) -> Result<GradStore> {
     let c = &model.config;
-    let w = Weights::of(model)?;
+    let w = Weights::of(model, false)?;
     let (b, t, tokens, rows, targets) = batch_ids(batch)?;
     let (h, heads, kv, hd, inter, vocab) = (c.hidden, c.heads, c.kv_heads, c.head_dim, c.intermediate, c.vocab);
     let (kvd, group) = (kv * hd, heads / kv);
@@ -689,6 +701,27 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn reference_pass_of_a_lora_model_is_the_base_model() -> Result<()> {
+        let lora = Trainable { lora: Some(crate::train::model::LoraConfig { rank: 2, alpha: 4.0 }), ..Default::default() };
+        let model = Model::new(&tiny_weights(3, true)?, &lora, DType::F32, 0)?;
+        for (name, v) in model.vars() {
+            if name.ends_with(".1") {
+                v.set(&(v.as_tensor().ones_like()? * 0.1)?)?; // adapters now change the output
+            }
+        }
+        assert!(!supports(&model) && supports_reference(&model));
+        let (fast, _) = forward(&model, &batch(), false)?;
+        let reference = model.token_logprobs(&batch(), false)?.to_vec1::<f32>()?;
+        let adapted = model.token_logprobs(&batch(), true)?.to_vec1::<f32>()?;
+        for (a, b) in fast.iter().zip(&reference) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        assert!(fast.iter().zip(&adapted).any(|(a, c)| (a - c).abs() > 1e-3), "the adapters matter in training");
+        assert!(forward(&model, &batch(), true).is_err());
         Ok(())
     }
 

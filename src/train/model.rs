@@ -407,7 +407,7 @@ impl Model {
 
     /// The current weights (adapters merged) in the layout [`LlamaWeights`] uses.
     pub fn export(&self) -> Result<LlamaWeights> {
-        let f32 = |t: Tensor| t.to_dtype(DType::F32);
+        let f32 = |t: Tensor| t.to_dtype(DType::F32)?.to_device(&Device::Cpu);
         let embed = f32(self.embed.value())?;
         let layers = self
             .layers

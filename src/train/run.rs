@@ -163,9 +163,21 @@ fn default_out(base: &Path, tag: &str, dtype: crate::checkpoint::gguf::WeightTyp
     base.with_file_name(name)
 }
 
+/// The GPU in a `cuda` build when there is one, else the CPU.
+pub fn training_device() -> Result<candle_core::Device> {
+    #[cfg(feature = "cuda")]
+    return Ok(candle_core::Device::cuda_if_available(0)?);
+    #[cfg(not(feature = "cuda"))]
+    Ok(candle_core::Device::Cpu)
+}
+
 fn load_model(path: &Path, common: &TrainArgs) -> Result<Model> {
     let mut weights = LlamaWeights::load(path).with_context(|| format!("loading {}", path.display()))?;
     weights.quantized.clear();
+    let device = training_device()?;
+    if !device.is_cpu() {
+        weights = weights.to_device(&device)?;
+    }
     Model::new(&weights, &common.trainable(), DType::F32, common.seed)
 }
 

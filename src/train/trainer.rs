@@ -207,7 +207,7 @@ pub fn reference_logprobs(model: &Model, pairs: &[PairTokens], dpo: &DpoConfig, 
         let refs: Vec<&PairTokens> = chunk.iter().collect();
         let batch = pair_batch(&refs, &device)?;
         let mean = dpo.loss.uses_mean_logprobs();
-        let lp = if fast::supports(model) {
+        let lp = if fast::supports_reference(model) {
             let (tokens, _) = fast::forward(model, &batch, false)?;
             per_sequence(&batch, &tokens, mean).0
         } else {

@@ -59,6 +59,37 @@ impl LlamaWeights {
         }
     }
 
+    /// A copy on `device` (the quantized originals stay behind); tied matrices stay tied.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let mv = |t: &Tensor| t.to_device(device);
+        let embed = mv(&self.embed)?;
+        let tied = self.lm_head.id() == self.embed.id();
+        Ok(Self {
+            config: self.config.clone(),
+            lm_head: if tied { embed.clone() } else { mv(&self.lm_head)? },
+            embed,
+            layers: self
+                .layers
+                .iter()
+                .map(|l| -> Result<LayerWeights> {
+                    Ok(LayerWeights {
+                        attn_norm: mv(&l.attn_norm)?,
+                        q: mv(&l.q)?,
+                        k: mv(&l.k)?,
+                        v: mv(&l.v)?,
+                        o: mv(&l.o)?,
+                        ffn_norm: mv(&l.ffn_norm)?,
+                        gate: mv(&l.gate)?,
+                        up: mv(&l.up)?,
+                        down: mv(&l.down)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            norm: mv(&self.norm)?,
+            quantized: HashMap::new(),
+        })
+    }
+
     pub fn from_gguf(path: &Path) -> Result<Self> {
         let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

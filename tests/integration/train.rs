@@ -174,3 +174,38 @@ fn dpo_trains_the_pairs_in_postgres_into_a_registered_checkpoint_that_serves() {
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+#[test]
+fn sft_trains_chat_jsonl_into_a_registered_first_iteration() {
+    rt().block_on(async {
+        let store = Store::connect_lazy(&database_url()).unwrap();
+        store.migrate().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("srlm-sft-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = dir.join("ift.jsonl");
+        let lines: Vec<String> = [("What is the capital of France?", "Paris."), ("Add 3 and 4.", "3 + 4 = 7."), ("Name a fruit.", "An apple.")]
+            .iter()
+            .map(|(q, a)| serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}).to_string())
+            .collect();
+        std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+        let out = dir.join("m1.gguf");
+        let (ok, stdout, err) = srlm(&[
+            "train", "sft", "--model", &model_path(), "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(),
+            "--batch-size", "3", "--micro-batch", "3", "--epochs", "2", "--dtype", "q8_0", "--database-url", &database_url(),
+        ]);
+        assert!(ok, "srlm train sft failed:\n{err}");
+        let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).expect("summary JSON");
+        assert_eq!((summary["steps"].as_u64(), summary["examples"].as_u64()), (Some(2), Some(6)), "{summary}");
+        assert!(summary["last_step"]["loss"].as_f64().unwrap() > 0.0);
+        let checkpoint = store.checkpoint(summary["checkpoint_id"].as_i64().unwrap()).await.unwrap().unwrap();
+        assert_eq!(checkpoint.path, out.to_string_lossy());
+        assert!(checkpoint.iteration >= 1);
+        assert!(LlamaWeights::load(&out).is_ok(), "the SFT checkpoint loads");
+        // An invalid file is refused with its line number, before any training.
+        let bad = dir.join("bad.jsonl");
+        std::fs::write(&bad, "{\"messages\": [{\"role\": \"user\", \"content\": \"no answer\"}]}\n").unwrap();
+        let (ok, _, err) = srlm(&["train", "sft", "--model", &model_path(), "--data", bad.to_str().unwrap(), "--dry-run"]);
+        assert!(!ok && err.contains("bad.jsonl:1"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
