@@ -224,6 +224,14 @@ pub struct ServeArgs {
     /// Largest number of judge samples per candidate.
     #[arg(long, env = "SRLM_MAX_JUDGE_SAMPLES", default_value_t = 16)]
     pub max_judge_samples: usize,
+    /// Bearer token for the admin routes (`/admin/...`: hot-swap, rollback); without it
+    /// they answer 403.
+    #[arg(long, env = "SRLM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Activate every checkpoint a trainer announces (Postgres LISTEN/NOTIFY), so that
+    /// `srlm train dpo` results are served as soon as they are registered.
+    #[arg(long, env = "SRLM_FOLLOW")]
+    pub follow: bool,
     /// `max_tokens` of chat requests that name none.
     #[arg(long, env = "SRLM_DEFAULT_MAX_TOKENS", default_value_t = 512)]
     pub default_max_tokens: usize,

@@ -33,7 +33,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.judge_template {
         state.judge_template = Arc::new(JudgeTemplate::from_file(path)?);
     }
+    state.loader = Some(loader(&args));
+    state.admin_token = args.admin_token.clone().filter(|t| !t.is_empty()).map(Arc::new);
     register_in_background(&state);
+    if args.follow {
+        api::admin::follow(state.clone());
+    }
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
@@ -72,6 +77,17 @@ pub async fn load_engine(args: &ServeArgs) -> anyhow::Result<SharedEngine> {
     Ok(Arc::new(MistralEngine::load(&options).await?))
 }
 
+/// Loads further checkpoints (hot-swaps) with the options the server started with.
+pub fn loader(args: &ServeArgs) -> api::EngineLoader {
+    let args = args.clone();
+    Arc::new(move |path: String, name: String| {
+        let mut args = args.clone();
+        args.model = path;
+        args.model_name = Some(name);
+        Box::pin(async move { load_engine(&args).await })
+    })
+}
+
 /// A local GGUF file or HF directory of a Llama-family model (the native engine's).
 fn is_llama(path: &Path) -> bool {
     if path.is_dir() {
@@ -90,7 +106,8 @@ fn is_llama(path: &Path) -> bool {
 pub fn register_in_background(state: &AppState) {
     let state = state.clone();
     tokio::spawn(async move {
-        let info = state.engine.info().clone();
+        let engine = state.current().engine.clone();
+        let info = engine.info().clone();
         let path = std::fs::canonicalize(&info.path).map_or(info.path.clone(), |p| p.display().to_string());
         loop {
             let attempt = async {
@@ -100,7 +117,7 @@ pub fn register_in_background(state: &AppState) {
             match attempt.await {
                 Ok(checkpoint) => {
                     tracing::info!(checkpoint_id = checkpoint.id, name = %checkpoint.name, "checkpoint registered and active");
-                    *state.checkpoint.write().await = Some(checkpoint);
+                    state.set_registered(&engine, checkpoint);
                     return;
                 }
                 Err(err) => {

@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 use super::error::ErrorBody;
 use super::logprobs::ChatLogprobs;
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
-use super::{stream, ApiError, ApiJson, AppState};
+use super::{stream, ApiError, ApiJson, AppState, Served};
 use crate::engine::{self, ChatMessage, Prompt};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -97,8 +97,8 @@ pub struct ValidChatRequest {
 const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
 impl ChatCompletionRequest {
-    pub fn validate(self, state: &AppState) -> Result<ValidChatRequest, ApiError> {
-        state.check_model(&self.model)?;
+    pub fn validate(self, state: &AppState, served: &Served) -> Result<ValidChatRequest, ApiError> {
+        served.check_model(&self.model)?;
         if self.messages.is_empty() {
             return Err(ApiError::field("messages", "messages must contain at least 1 message, got 0"));
         }
@@ -252,18 +252,19 @@ pub async fn chat_completions(
     ApiJson(request): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let permit = state.admit()?;
-    let request = request.validate(&state)?;
+    let served = state.current();
+    let request = request.validate(&state, &served)?;
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
-    let model = state.engine.info().name.clone();
+    let model = served.engine.info().name.clone();
     let prompt = Prompt::Chat(request.messages);
     let generations: Vec<_> = (0..request.sampling.n).map(|i| request.sampling.generation(prompt.clone(), i)).collect();
 
     if request.stream {
         let meta = stream::StreamMeta { id, model, include_usage: request.include_usage, kind: stream::StreamKind::Chat };
-        return Ok(stream::sse(state.engine.clone(), generations, meta, permit).into_response());
+        return Ok(stream::sse(served.engine.clone(), generations, meta, permit).into_response());
     }
 
-    let (completions, usage) = super::complete_all(state.engine.as_ref(), generations).await?;
+    let (completions, usage) = super::complete_all(served.engine.as_ref(), generations).await?;
     drop(permit);
     let choices = completions
         .into_iter()

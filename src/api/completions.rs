@@ -12,7 +12,7 @@ use super::error::ErrorBody;
 use super::logprobs::CompletionLogprobs;
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
 use super::stream::{self, StreamKind, StreamMeta};
-use super::{ApiError, ApiJson, AppState};
+use super::{ApiError, ApiJson, AppState, Served};
 use crate::engine::Prompt;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -75,8 +75,8 @@ pub struct ValidCompletionRequest {
 }
 
 impl CompletionRequest {
-    pub fn validate(self, state: &AppState) -> Result<ValidCompletionRequest, ApiError> {
-        state.check_model(&self.model)?;
+    pub fn validate(self, state: &AppState, served: &Served) -> Result<ValidCompletionRequest, ApiError> {
+        served.check_model(&self.model)?;
         let prompts = match self.prompt {
             PromptInput::One(p) => vec![p],
             PromptInput::Many(ps) => ps,
@@ -179,9 +179,10 @@ pub async fn completions(
     ApiJson(request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let permit = state.admit()?;
-    let request = request.validate(&state)?;
+    let served = state.current();
+    let request = request.validate(&state, &served)?;
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
-    let model = state.engine.info().name.clone();
+    let model = served.engine.info().name.clone();
     let n = request.sampling.n;
     let generations: Vec<_> = request
         .prompts
@@ -191,10 +192,10 @@ pub async fn completions(
 
     if request.stream {
         let meta = StreamMeta { id, model, include_usage: request.include_usage, kind: StreamKind::Completion };
-        return Ok(stream::sse(state.engine.clone(), generations, meta, permit).into_response());
+        return Ok(stream::sse(served.engine.clone(), generations, meta, permit).into_response());
     }
 
-    let (completions, usage) = super::complete_all(state.engine.as_ref(), generations).await?;
+    let (completions, usage) = super::complete_all(served.engine.as_ref(), generations).await?;
     drop(permit);
     let choices = completions
         .into_iter()

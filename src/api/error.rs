@@ -31,6 +31,16 @@ pub enum ApiError {
     DatabaseUnavailable(String),
     #[error("{0}")]
     Engine(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request is valid but the state does not allow it (e.g. no parent to roll back to).
+    #[error("{0}")]
+    Conflict(String),
+    /// A checkpoint that could not be loaded; the old model keeps serving.
+    #[error("{0}")]
+    LoadFailed(String),
     /// Logged once, never shown to the client.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -49,6 +59,10 @@ impl ApiError {
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::LoadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,6 +79,10 @@ impl ApiError {
             Self::Overloaded { .. } => ("server_overloaded", "too_many_requests", None),
             Self::DatabaseUnavailable(_) => ("service_unavailable", "database_unavailable", None),
             Self::Engine(_) => ("invalid_request_error", "engine_rejected", None),
+            Self::Unauthorized => ("authentication_error", "invalid_token", None),
+            Self::Forbidden(_) => ("permission_error", "forbidden", None),
+            Self::Conflict(_) => ("invalid_request_error", "conflict", None),
+            Self::LoadFailed(_) => ("invalid_request_error", "checkpoint_load_failed", None),
             Self::Internal(_) => ("server_error", "internal_error", None),
         };
         ErrorBody {

@@ -13,7 +13,7 @@ use super::chat::{validate_messages, RequestMessage, ResponseMessage, Usage};
 use super::error::ErrorBody;
 use super::judge::{validate_judge_options, JudgeOptions, JudgmentOut};
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
-use super::{ApiError, ApiJson, AppState};
+use super::{ApiError, ApiJson, AppState, Served};
 use crate::engine::{ChatMessage, Completion, Prompt};
 use crate::judge::{self, JudgeSettings, NoPairReason, PairDecision, PairPolicy, Scored, Verdict};
 use crate::store::records::{NewCandidate, NewGeneration, NewJudgment, NewPair};
@@ -83,8 +83,8 @@ struct ValidGenerate {
 }
 
 impl GenerateRequest {
-    fn validate(self, state: &AppState) -> Result<ValidGenerate, ApiError> {
-        state.check_model(self.model.as_deref().unwrap_or(super::models::CURRENT_ALIAS))?;
+    fn validate(self, state: &AppState, served: &Served) -> Result<ValidGenerate, ApiError> {
+        served.check_model(self.model.as_deref().unwrap_or(super::models::CURRENT_ALIAS))?;
         let messages = match (self.messages, self.prompt) {
             (Some(_), Some(_)) => return Err(ApiError::field("prompt", "give either messages or prompt, not both")),
             (None, None) => return Err(ApiError::field("messages", "messages (or prompt) is required")),
@@ -225,9 +225,10 @@ pub async fn generate(
     ApiJson(request): ApiJson<GenerateRequest>,
 ) -> Result<Json<GenerateResponse>, ApiError> {
     let _permit = state.admit()?;
-    let request = request.validate(&state)?;
-    let checkpoint_id = if request.record { Some(state.recording_checkpoint().await?) } else { None };
-    let engine = state.engine.as_ref();
+    let served = state.current();
+    let request = request.validate(&state, &served)?;
+    let checkpoint_id = if request.record { Some(state.recording_checkpoint(&served).await?) } else { None };
+    let engine = served.engine.as_ref();
     let prompt = Prompt::Chat(request.messages.clone());
     let generations = (0..request.sampling.n).map(|i| request.sampling.generation(prompt.clone(), i)).collect();
     let (done, usage) = super::complete_all(engine, generations).await?;
@@ -295,11 +296,8 @@ pub async fn generate(
         id: format!("gen-{}", uuid::Uuid::new_v4().simple()),
         object: "srlm.generation".into(),
         created: chrono::Utc::now().timestamp(),
-        model: state.engine.info().name.clone(),
-        checkpoint_id: match checkpoint_id {
-            Some(id) => Some(id),
-            None => state.checkpoint_id().await,
-        },
+        model: served.engine.info().name.clone(),
+        checkpoint_id: checkpoint_id.or(served.checkpoint_id()),
         prompt_id: ids.as_ref().map(|ids| ids.prompt_id),
         choices,
         pair: pair.map(|p| PairOut {

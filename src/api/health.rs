@@ -54,7 +54,8 @@ pub async fn health() -> Json<Health> {
     responses((status = 200, body = Readiness), (status = 503, description = "Not ready", body = Readiness))
 )]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let checkpoint_id = state.checkpoint_id().await;
+    let served = state.current();
+    let checkpoint_id = served.checkpoint_id();
     let database = match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) if checkpoint_id.is_some() => "ok".to_string(),
         Ok(Ok(())) => "connected; the served checkpoint is not registered yet".to_string(),
@@ -65,7 +66,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     let status = if is_ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = Readiness {
         status: if is_ready { "ready" } else { "not_ready" }.into(),
-        model: state.engine.info().name.clone(),
+        model: served.engine.info().name.clone(),
         checkpoint_id,
         database,
     };

@@ -168,7 +168,8 @@ pub async fn judge(
     ApiJson(request): ApiJson<JudgeRequest>,
 ) -> Result<Json<JudgeResponse>, ApiError> {
     let _permit = state.admit()?;
-    state.check_model(request.model.as_deref().unwrap_or(super::models::CURRENT_ALIAS))?;
+    let served = state.current();
+    served.check_model(request.model.as_deref().unwrap_or(super::models::CURRENT_ALIAS))?;
     let seed = request.seed.map_or_else(rand::random::<u64>, |s| s as u64);
     let options = JudgeOptions {
         samples: request.samples,
@@ -209,9 +210,9 @@ pub async fn judge(
         }
     };
     let record = candidate_id.is_some() && request.record.unwrap_or(true);
-    let checkpoint_id = if record { Some(state.recording_checkpoint().await?) } else { None };
+    let checkpoint_id = if record { Some(state.recording_checkpoint(&served).await?) } else { None };
 
-    let verdict = judge::judge(state.engine.as_ref(), &state.judge_template, &question, &response, &settings).await?;
+    let verdict = judge::judge(served.engine.as_ref(), &state.judge_template, &question, &response, &settings).await?;
     let ids = match (candidate_id, checkpoint_id) {
         (Some(candidate_id), Some(checkpoint_id)) => Some(
             state
@@ -224,11 +225,8 @@ pub async fn judge(
     };
     Ok(Json(JudgeResponse {
         object: "srlm.judgment".into(),
-        model: state.engine.info().name.clone(),
-        checkpoint_id: match checkpoint_id {
-            Some(id) => Some(id),
-            None => state.checkpoint_id().await,
-        },
+        model: served.engine.info().name.clone(),
+        checkpoint_id: checkpoint_id.or(served.checkpoint_id()),
         candidate_id,
         method: settings.method,
         samples: JudgmentOut::list(&verdict, ids.as_deref()),

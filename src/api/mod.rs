@@ -1,5 +1,6 @@
 //! HTTP only: routes, request/response types, errors, OpenAPI.
 
+pub mod admin;
 pub mod chat;
 pub mod completions;
 pub mod error;
@@ -17,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
 use axum::Router;
 use serde::de::DeserializeOwned;
-use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -58,13 +59,41 @@ impl Default for Limits {
     }
 }
 
+/// The model being served and its `checkpoints` row, replaced as one on a swap. A
+/// request takes the current one at its start and keeps it to its end, so it is served,
+/// and recorded, by one checkpoint; the old engine is dropped (unloaded) when the last
+/// request holding it finishes.
+pub struct Served {
+    pub engine: SharedEngine,
+    /// The row, once the database has it.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+impl Served {
+    pub fn checkpoint_id(&self) -> Option<i64> {
+        self.checkpoint.as_ref().map(|c| c.id)
+    }
+
+    /// Resolves the `model` a client named: the served model's name or `current`.
+    pub fn check_model(&self, requested: &str) -> Result<(), ApiError> {
+        let name = &self.engine.info().name;
+        if requested == name || requested == models::CURRENT_ALIAS {
+            Ok(())
+        } else {
+            Err(ApiError::ModelNotFound(requested.to_string()))
+        }
+    }
+}
+
+/// Loads the engine for a checkpoint file (path, name) the way `srlm serve` loaded the
+/// first one.
+pub type EngineLoader = Arc<dyn Fn(String, String) -> futures::future::BoxFuture<'static, anyhow::Result<SharedEngine>> + Send + Sync>;
+
 /// Everything handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub engine: SharedEngine,
+    served: Arc<std::sync::RwLock<Arc<Served>>>,
     pub store: Store,
-    /// The checkpoints row of the served model, once the database has it.
-    pub checkpoint: Arc<RwLock<Option<Checkpoint>>>,
     pub limits: Arc<Limits>,
     /// The judge prompt (`--judge-template`).
     pub judge_template: Arc<JudgeTemplate>,
@@ -73,14 +102,22 @@ pub struct AppState {
     admission: Arc<Semaphore>,
     /// Unix time the model was loaded (`created` in `/v1/models`).
     pub started_at: i64,
+    /// Loads checkpoints for hot-swaps; none means swaps are refused.
+    pub loader: Option<EngineLoader>,
+    /// Bearer token of the admin routes; none means they are disabled.
+    pub admin_token: Option<Arc<String>>,
+    /// One swap at a time.
+    pub(crate) swap: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
     pub fn new(engine: SharedEngine, store: Store, limits: Limits) -> Self {
         Self {
-            engine,
+            served: Arc::new(std::sync::RwLock::new(Arc::new(Served { engine, checkpoint: None }))),
             store,
-            checkpoint: Arc::new(RwLock::new(None)),
+            loader: None,
+            admin_token: None,
+            swap: Arc::new(tokio::sync::Mutex::new(())),
             admission: Arc::new(Semaphore::new(limits.max_in_flight)),
             judge_template: Arc::new(JudgeTemplate::default()),
             pair_policy: PairPolicy::default(),
@@ -98,31 +135,40 @@ impl AppState {
             .map_err(|_| ApiError::Overloaded { limit: self.limits.max_in_flight })
     }
 
-    /// The served checkpoint's row id, once the database has it.
-    pub async fn checkpoint_id(&self) -> Option<i64> {
-        self.checkpoint.read().await.as_ref().map(|c| c.id)
+    /// What is being served now.
+    pub fn current(&self) -> Arc<Served> {
+        self.served.read().expect("the served lock is never poisoned").clone()
     }
 
-    /// The served checkpoint's id when recording is possible: the checkpoint is
+    /// Makes `served` the model new requests get.
+    pub fn replace(&self, served: Served) {
+        *self.served.write().expect("the served lock is never poisoned") = Arc::new(served);
+    }
+
+    /// Records the served engine's row once registration finds it (unless a swap has
+    /// replaced that engine meanwhile).
+    pub fn set_registered(&self, engine: &SharedEngine, checkpoint: Checkpoint) {
+        let mut served = self.served.write().expect("the served lock is never poisoned");
+        if Arc::ptr_eq(&served.engine, engine) {
+            *served = Arc::new(Served { engine: engine.clone(), checkpoint: Some(checkpoint) });
+        }
+    }
+
+    /// The served checkpoint's row id, once the database has it.
+    pub fn checkpoint_id(&self) -> Option<i64> {
+        self.current().checkpoint_id()
+    }
+
+    /// The id of `served`'s checkpoint when recording is possible: the checkpoint is
     /// registered and the database answers; 503 otherwise, before any work is done.
-    pub async fn recording_checkpoint(&self) -> Result<i64, ApiError> {
-        let id = self.checkpoint_id().await.ok_or_else(|| {
+    pub async fn recording_checkpoint(&self, served: &Served) -> Result<i64, ApiError> {
+        let id = served.checkpoint_id().ok_or_else(|| {
             ApiError::DatabaseUnavailable("the served checkpoint is not registered in the database yet".into())
         })?;
         match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await {
             Ok(Ok(())) => Ok(id),
             Ok(Err(err)) => Err(ApiError::DatabaseUnavailable(err.to_string())),
             Err(_) => Err(ApiError::DatabaseUnavailable("no answer within 2 s".into())),
-        }
-    }
-
-    /// Resolves the `model` a client named: the served model's name or `current`.
-    pub fn check_model(&self, requested: &str) -> Result<(), ApiError> {
-        let name = &self.engine.info().name;
-        if requested == name || requested == models::CURRENT_ALIAS {
-            Ok(())
-        } else {
-            Err(ApiError::ModelNotFound(requested.to_string()))
         }
     }
 }
@@ -165,8 +211,20 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// Declares the bearer token the admin routes take.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("admin_token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&SecuritySchemes),
     info(
         title = "srlm",
         description = "Self-Rewarding Language Models as infrastructure: an OpenAI-compatible server \
@@ -176,7 +234,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         (name = "openai", description = "OpenAI-compatible inference"),
         (name = "self-rewarding", description = "Candidates, self-judging and preference pairs (also under /v1/generate and /v1/judge)"),
         (name = "records", description = "What /generate and /judge recorded, for spot-checking"),
-        (name = "ops", description = "Liveness and readiness")
+        (name = "ops", description = "Liveness and readiness"),
+        (name = "admin", description = "Checkpoint hot-swap (bearer admin token)")
     )
 )]
 struct ApiDoc;
@@ -190,6 +249,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(judge::router())
         .merge(records::router())
         .merge(health::router())
+        .merge(admin::router())
 }
 
 /// The OpenAPI document the code describes (committed as `openapi/openapi.json`).

@@ -42,8 +42,9 @@ pub struct ModelList {
 }
 
 async fn cards(state: &AppState) -> Vec<ModelCard> {
-    let info = state.engine.info();
-    let checkpoint_id = state.checkpoint_id().await;
+    let served = state.current();
+    let info = served.engine.info();
+    let checkpoint_id = served.checkpoint_id();
     [info.name.as_str(), CURRENT_ALIAS]
         .into_iter()
         .map(|id| ModelCard {

@@ -32,19 +32,28 @@ impl Store {
         )
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query!("UPDATE checkpoints SET status = 'inactive' WHERE status = 'active' AND id <> $1", id)
-            .execute(&mut *tx)
-            .await?;
-        let checkpoint = sqlx::query_as!(
-            Checkpoint,
-            r#"UPDATE checkpoints SET status = 'active', activated_at = now() WHERE id = $1
-               RETURNING id, name, parent_id, iteration, path, format, status, created_at, activated_at"#,
-            id
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let checkpoint = activate_in(&mut tx, id).await?.ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
         Ok(checkpoint)
+    }
+
+    /// Marks checkpoint `id` the active one and every other inactive, in one transaction.
+    pub async fn activate_checkpoint(&self, id: i64) -> Result<Option<Checkpoint>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let checkpoint = activate_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(checkpoint)
+    }
+
+    /// Records why checkpoint `id` could not be served.
+    pub async fn mark_checkpoint_failed(&self, id: i64, error: &str) -> Result<(), sqlx::Error> {
+        sqlx::query!("UPDATE checkpoints SET status = 'failed', error = $2 WHERE id = $1", id, error).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Why checkpoint `id` failed, if it did.
+    pub async fn checkpoint_error(&self, id: i64) -> Result<Option<String>, sqlx::Error> {
+        Ok(sqlx::query_scalar!("SELECT error FROM checkpoints WHERE id = $1", id).fetch_optional(&self.pool).await?.flatten())
     }
 
     pub async fn checkpoint(&self, id: i64) -> Result<Option<Checkpoint>, sqlx::Error> {
@@ -78,6 +87,21 @@ impl Store {
         .fetch_all(&self.pool)
         .await
     }
+}
+
+/// Makes checkpoint `id` the active one and every other inactive.
+async fn activate_in(tx: &mut sqlx::PgConnection, id: i64) -> Result<Option<Checkpoint>, sqlx::Error> {
+    sqlx::query!("UPDATE checkpoints SET status = 'inactive' WHERE status = 'active' AND id <> $1", id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query_as!(
+        Checkpoint,
+        r#"UPDATE checkpoints SET status = 'active', activated_at = now(), error = NULL WHERE id = $1
+           RETURNING id, name, parent_id, iteration, path, format, status, created_at, activated_at"#,
+        id
+    )
+    .fetch_optional(&mut *tx)
+    .await
 }
 
 #[cfg(test)]

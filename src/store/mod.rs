@@ -10,6 +10,9 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 
 pub use checkpoints::Checkpoint;
 
+/// The `LISTEN/NOTIFY` channel on which trainers announce new checkpoints (payload: id).
+pub const CHECKPOINT_CHANNEL: &str = "srlm_checkpoints";
+
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,

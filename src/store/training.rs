@@ -199,6 +199,10 @@ impl Store {
         )
         .execute(&mut *tx)
         .await?;
+        // Servers started with --follow activate it (delivered when this commits).
+        sqlx::query!("SELECT pg_notify($1, $2)", super::CHECKPOINT_CHANNEL, registered.id.to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(registered)
     }

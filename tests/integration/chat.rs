@@ -10,7 +10,7 @@ fn chat_answers_with_an_openai_shaped_completion() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["object"], "chat.completion");
         assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
-        assert_eq!(body["model"], s.state.engine.info().name);
+        assert_eq!(body["model"], s.state.current().engine.info().name);
         assert_eq!(body["choices"].as_array().unwrap().len(), 1);
         assert_eq!(body["choices"][0]["message"]["role"], "assistant");
         assert!(!content(&body, 0).trim().is_empty());
@@ -131,7 +131,7 @@ fn completions_continue_raw_text() {
     rt().block_on(async {
         let s = server();
         let request = json!({
-            "model": s.state.engine.info().name,
+            "model": s.state.current().engine.info().name,
             "prompt": "The three primary colours are",
             "max_tokens": 8, "temperature": 0, "logprobs": 2,
         });

@@ -94,12 +94,12 @@ async fn start() -> TestServer {
     let state = AppState::new(engine, store, test_limits());
     srlm::serve::register_in_background(&state);
     for _ in 0..300 {
-        if state.checkpoint.read().await.is_some() {
+        if state.current().checkpoint.is_some() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(state.checkpoint.read().await.is_some(), "served checkpoint registered in Postgres");
+    assert!(state.current().checkpoint.is_some(), "served checkpoint registered in Postgres");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().unwrap());
     let app = srlm::app(state.clone());

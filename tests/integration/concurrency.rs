@@ -58,7 +58,7 @@ fn concurrent_different_prompts_and_n_choices_match_their_solo_answers() {
 #[test]
 fn a_dropped_stream_is_cancelled_and_frees_the_engine() {
     rt().block_on(async {
-        let engine = server().state.engine.clone();
+        let engine = server().state.current().engine.clone();
         let long = Generation {
             prompt: Prompt::Chat(vec![srlm::engine::ChatMessage { role: "user".into(), content: "Tell me a long story.".into() }]),
             sampling: SamplingConfig::greedy(),

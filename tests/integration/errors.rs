@@ -96,7 +96,7 @@ fn a_full_admission_queue_answers_429_at_once_with_retry_after() {
     rt().block_on(async {
         let s = server();
         let limits = Limits { max_in_flight: 0, ..crate::common::test_limits() };
-        let state = AppState::new(s.state.engine.clone(), s.state.store.clone(), limits);
+        let state = AppState::new(s.state.current().engine.clone(), s.state.store.clone(), limits);
         let request = axum::http::Request::post("/v1/chat/completions")
             .header("content-type", "application/json")
             .body(axum::body::Body::from(serde_json::to_vec(&greedy_chat("hi", 4)).unwrap()))
@@ -115,7 +115,7 @@ fn ready_is_503_when_the_database_is_dead() {
     rt().block_on(async {
         let s = server();
         let dead = Store::connect_lazy("postgres://postgres@127.0.0.1:1/nothing").unwrap();
-        let state = AppState::new(s.state.engine.clone(), dead, crate::common::test_limits());
+        let state = AppState::new(s.state.current().engine.clone(), dead, crate::common::test_limits());
         let request = axum::http::Request::get("/ready").body(axum::body::Body::empty()).unwrap();
         let response = srlm::app(state.clone()).oneshot(request).await.unwrap();
         assert_eq!(response.status(), 503);

@@ -10,4 +10,5 @@ mod errors;
 mod ops;
 mod selfreward;
 mod sdk;
+mod swap;
 mod train;

@@ -12,8 +12,9 @@ fn models_lists_the_served_checkpoint_and_the_current_alias() {
         assert_eq!(status, 200);
         let body: Value = serde_json::from_str(&body).unwrap();
         let ids: Vec<&str> = body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-        assert_eq!(ids, vec![s.state.engine.info().name.as_str(), "current"]);
-        let checkpoint = s.state.checkpoint.read().await.clone().unwrap();
+        let name = s.state.current().engine.info().name.clone();
+        assert_eq!(ids, vec![name.as_str(), "current"]);
+        let checkpoint = s.state.current().checkpoint.clone().unwrap();
         assert_eq!(body["data"][0]["checkpoint_id"], checkpoint.id);
         assert_eq!(s.get("/v1/models/current").await.0, 200);
         assert_eq!(s.get("/v1/models/nope").await.0, 404);

@@ -148,9 +148,10 @@ fn recording_with_the_database_down_is_a_503_before_any_work_and_chat_still_work
     rt().block_on(async {
         let s = server();
         let dead = Store::connect_lazy("postgres://postgres@127.0.0.1:1/nothing").unwrap();
-        let state = AppState::new(s.state.engine.clone(), dead, test_limits());
-        let registered: Checkpoint = s.state.checkpoint.read().await.clone().unwrap();
-        *state.checkpoint.write().await = Some(registered);
+        let engine = s.state.current().engine.clone();
+        let state = AppState::new(engine.clone(), dead, test_limits());
+        let registered: Checkpoint = s.state.current().checkpoint.clone().unwrap();
+        state.set_registered(&engine, registered);
         let call = |path: &str, body: Value| {
             axum::http::Request::post(path)
                 .header("content-type", "application/json")

@@ -1,0 +1,201 @@
+//! Admin routes: hot-swap the served checkpoint, and roll back to its parent.
+//!
+//! A swap loads the new checkpoint beside the old one, marks it active in Postgres and
+//! then points new requests at it; requests already running finish on the old model,
+//! which is unloaded when the last of them ends. A checkpoint that fails to load is
+//! marked `failed` with its error, and the old one keeps serving.
+
+use std::time::Instant;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::ErrorBody;
+use super::{ApiError, AppState, Served};
+use crate::store::Checkpoint;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(activate_checkpoint)).routes(routes!(rollback))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CheckpointOut {
+    pub id: i64,
+    pub name: String,
+    pub parent_id: Option<i64>,
+    pub iteration: i32,
+    pub path: String,
+    pub format: String,
+    pub status: String,
+}
+
+impl From<&Checkpoint> for CheckpointOut {
+    fn from(c: &Checkpoint) -> Self {
+        Self {
+            id: c.id,
+            name: c.name.clone(),
+            parent_id: c.parent_id,
+            iteration: c.iteration,
+            path: c.path.clone(),
+            format: c.format.clone(),
+            status: c.status.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SwapResponse {
+    /// The checkpoint now serving.
+    pub checkpoint: CheckpointOut,
+    /// The model name clients see for it.
+    pub model: String,
+    pub previous_checkpoint_id: Option<i64>,
+    /// Seconds spent loading the new model (0 when it was already serving).
+    pub load_seconds: f64,
+}
+
+/// The admin token check: 403 when admin routes are disabled, 401 for a missing or
+/// wrong token (compared in constant time).
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &state.admin_token else {
+        return Err(ApiError::Forbidden("admin routes are disabled; start the server with --admin-token".into()));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
+    }
+}
+
+/// Serves checkpoint `id`: loads it, marks it active, swaps it in. Idempotent.
+pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiError> {
+    let _one_at_a_time = state.swap.lock().await;
+    let before = state.current();
+    let db = |e: sqlx::Error| ApiError::DatabaseUnavailable(e.to_string());
+    let checkpoint = state.store.checkpoint(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("no checkpoint {id}")))?;
+    if before.checkpoint_id() == Some(id) {
+        return Ok(SwapResponse {
+            checkpoint: (&checkpoint).into(),
+            model: before.engine.info().name.clone(),
+            previous_checkpoint_id: Some(id),
+            load_seconds: 0.0,
+        });
+    }
+    let Some(loader) = state.loader.clone() else {
+        return Err(ApiError::Conflict("this server cannot load checkpoints (no loader configured)".into()));
+    };
+    let started = Instant::now();
+    let engine = match loader(checkpoint.path.clone(), checkpoint.name.clone()).await {
+        Ok(engine) => engine,
+        Err(err) => {
+            let message = format!("loading checkpoint {id} ({}): {err:#}", checkpoint.path);
+            tracing::error!(checkpoint_id = id, error = %message, "checkpoint failed to load; the old model keeps serving");
+            state.store.mark_checkpoint_failed(id, &message).await.map_err(db)?;
+            return Err(ApiError::LoadFailed(message));
+        }
+    };
+    let load_seconds = started.elapsed().as_secs_f64();
+    let active = state.store.activate_checkpoint(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("no checkpoint {id}")))?;
+    let model = engine.info().name.clone();
+    state.replace(Served { engine, checkpoint: Some(active.clone()) });
+    tracing::info!(checkpoint_id = id, previous = ?before.checkpoint_id(), load_seconds, model = %model, "checkpoint swapped in");
+    Ok(SwapResponse { checkpoint: (&active).into(), model, previous_checkpoint_id: before.checkpoint_id(), load_seconds })
+}
+
+/// Activate a checkpoint
+///
+/// Loads the registered checkpoint beside the served one and swaps it in: new requests
+/// go to it, running ones finish on the old model. No request fails because of a swap.
+#[utoipa::path(
+    post,
+    path = "/admin/checkpoints/{id}/activate",
+    tag = "admin",
+    params(("id" = i64, Path, description = "Checkpoint id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = SwapResponse),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Admin routes disabled", body = ErrorBody),
+        (status = 404, description = "No such checkpoint", body = ErrorBody),
+        (status = 422, description = "The checkpoint failed to load (marked failed; the old model keeps serving)", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn activate_checkpoint(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<i64>) -> Result<Json<SwapResponse>, ApiError> {
+    authorize(&state, &headers)?;
+    Ok(Json(activate(&state, id).await?))
+}
+
+/// Roll back
+///
+/// Re-activates the parent of the served checkpoint.
+#[utoipa::path(
+    post,
+    path = "/admin/rollback",
+    tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = SwapResponse),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Admin routes disabled", body = ErrorBody),
+        (status = 409, description = "The served checkpoint has no parent", body = ErrorBody),
+        (status = 422, description = "The parent failed to load", body = ErrorBody),
+    )
+)]
+pub async fn rollback(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<SwapResponse>, ApiError> {
+    authorize(&state, &headers)?;
+    let parent = state.current().checkpoint.as_ref().and_then(|c| c.parent_id);
+    let Some(parent) = parent else {
+        return Err(ApiError::Conflict("the served checkpoint has no parent to roll back to".into()));
+    };
+    Ok(Json(activate(&state, parent).await?))
+}
+
+/// `--follow`: activates every checkpoint a trainer announces on Postgres'
+/// `srlm_checkpoints` channel. Every replica listening does the same.
+pub fn follow(state: AppState) {
+    tokio::spawn(async move {
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(state.store.pool()).await {
+                Ok(l) => l,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot listen for checkpoint announcements; retrying in 2 s");
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                    continue;
+                }
+            };
+            if let Err(err) = listener.listen(crate::store::CHECKPOINT_CHANNEL).await {
+                tracing::warn!(error = %err, "LISTEN failed; retrying in 2 s");
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
+            }
+            tracing::info!(channel = crate::store::CHECKPOINT_CHANNEL, "following checkpoint announcements");
+            loop {
+                match listener.recv().await {
+                    Ok(note) => match note.payload().parse::<i64>() {
+                        Ok(id) => match activate(&state, id).await {
+                            Ok(swap) => tracing::info!(checkpoint_id = id, load_seconds = swap.load_seconds, "followed a new checkpoint"),
+                            Err(err) => tracing::error!(checkpoint_id = id, error = %err, "could not follow the announced checkpoint"),
+                        },
+                        Err(_) => tracing::warn!(payload = note.payload(), "ignoring an announcement that is not a checkpoint id"),
+                    },
+                    Err(err) => {
+                        tracing::warn!(error = %err, "lost the announcement connection; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    });
+}

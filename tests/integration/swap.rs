@@ -1,0 +1,174 @@
+//! Hot-swap under load: clients keep sending requests while checkpoints are activated,
+//! rolled back and announced; a checkpoint that fails to load leaves the old one serving.
+//! Runs against a database of its own: which checkpoint is "active" is global state.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use srlm::cli::{EngineChoice, ServeArgs};
+use srlm::store::Store;
+use srlm::AppState;
+
+use crate::common::{database_url, model_path, rt, test_limits};
+
+/// A migrated database just for this test.
+async fn own_database(name: &str) -> Store {
+    let url = database_url();
+    let (server, _) = url.rsplit_once('/').expect("a database URL");
+    let admin = Store::connect_lazy(&format!("{server}/postgres")).unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(admin.pool()).await;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(admin.pool()).await.unwrap();
+    let store = Store::connect_lazy(&format!("{server}/{name}")).unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+fn serve_args(model: &Path) -> ServeArgs {
+    use clap::Parser;
+    let cli = srlm::cli::Cli::parse_from(["srlm", "serve", "--database-url", "postgres://unused", "--engine", "native", "--max-seqs", "8"]);
+    let srlm::cli::Command::Serve(mut args) = cli.command else { unreachable!() };
+    args.model = model.to_string_lossy().into_owned();
+    assert_eq!(args.engine, EngineChoice::Native);
+    args
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    serde_json::from_str(&client.get(url).send().await.unwrap().text().await.unwrap()).unwrap()
+}
+
+async fn register(store: &Store, name: &str, path: &Path, parent: Option<i64>) -> i64 {
+    sqlx::query_scalar("INSERT INTO checkpoints (name, path, format, parent_id, iteration) VALUES ($1, $2, 'gguf', $3, $4) RETURNING id")
+        .bind(name)
+        .bind(path.to_string_lossy().as_ref())
+        .bind(parent)
+        .bind(i32::from(parent.is_some()))
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+#[test]
+fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint() {
+    rt().block_on(async {
+        let store = own_database("srlm_test_swap").await;
+        let dir = std::env::temp_dir().join(format!("srlm-swap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b, bad) = (dir.join("swap-a.gguf"), dir.join("swap-b.gguf"), dir.join("swap-bad.gguf"));
+        for p in [&a, &b] {
+            let _ = std::fs::remove_file(p);
+            std::os::unix::fs::symlink(model_path(), p).unwrap();
+        }
+        std::fs::write(&bad, b"GGUF but not really").unwrap();
+
+        // Serve A the way `srlm serve` does.
+        let args = serve_args(&a);
+        let engine = srlm::serve::load_engine(&args).await.unwrap();
+        let mut state = AppState::new(engine.clone(), store.clone(), test_limits());
+        state.loader = Some(srlm::serve::loader(&args));
+        state.admin_token = Some(Arc::new("sesame".into()));
+        let a_row = store.activate_served("swap-a", &a.to_string_lossy(), "gguf").await.unwrap();
+        state.set_registered(&engine, a_row.clone());
+        srlm::api::admin::follow(state.clone());
+        let b_id = register(&store, "swap-b", &b, Some(a_row.id)).await;
+        let c_id = register(&store, "swap-c", &a.with_file_name("swap-c.gguf"), Some(b_id)).await;
+        std::os::unix::fs::symlink(model_path(), dir.join("swap-c.gguf")).unwrap();
+        let bad_id = register(&store, "swap-bad", &bad, Some(a_row.id)).await;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, srlm::app(state)).await.unwrap() });
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
+
+        // Clients: chat (some streamed) without pause until told to stop.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for c in 0..4 {
+            let (client, base, stop) = (client.clone(), base.clone(), stop.clone());
+            clients.push(tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = json!({"model": "current", "messages": [{"role": "user", "content": format!("Count to {}", c + i % 3)}],
+                        "max_tokens": 6, "temperature": 0, "stream": c == 3});
+                    let response = client
+                        .post(format!("{base}/v1/chat/completions"))
+                        .header("content-type", "application/json")
+                        .body(serde_json::to_vec(&body).unwrap())
+                        .send()
+                        .await
+                        .expect("request sent");
+                    let status = response.status().as_u16();
+                    let text = response.text().await.expect("body read");
+                    let model = if c == 3 {
+                        let first = text.lines().find_map(|l| l.strip_prefix("data: ")).expect("a data line");
+                        serde_json::from_str::<Value>(first).unwrap()["model"].as_str().unwrap_or_default().to_string()
+                    } else {
+                        serde_json::from_str::<Value>(&text).map(|v| v["model"].as_str().unwrap_or_default().to_string()).unwrap_or_default()
+                    };
+                    seen.push((status, model, text.contains("[DONE]") || c != 3));
+                    i += 1;
+                }
+                seen
+            }));
+        }
+        let admin = |path: String, token: &'static str| {
+            let (client, base) = (client.clone(), base.clone());
+            async move {
+                let r = client.post(format!("{base}{path}")).bearer_auth(token).send().await.unwrap();
+                (r.status().as_u16(), serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap())
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(admin(format!("/admin/checkpoints/{b_id}/activate"), "wrong").await.0, 401);
+        let (status, swap) = admin(format!("/admin/checkpoints/{b_id}/activate"), "sesame").await;
+        assert_eq!(status, 200, "{swap}");
+        assert_eq!((swap["model"].as_str(), swap["previous_checkpoint_id"].as_i64()), (Some("swap-b"), Some(a_row.id)));
+        eprintln!("swap A → B: loaded in {:.2} s", swap["load_seconds"].as_f64().unwrap());
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let models = get_json(&client, &format!("{base}/v1/models")).await;
+        assert_eq!((models["data"][0]["id"].as_str(), models["data"][0]["checkpoint_id"].as_i64()), (Some("swap-b"), Some(b_id)));
+        let stored: String = sqlx::query_scalar("SELECT status FROM checkpoints WHERE id = $1").bind(b_id).fetch_one(store.pool()).await.unwrap();
+        assert_eq!(stored, "active");
+
+        // A checkpoint that does not load: 422, marked failed, B keeps serving.
+        let (status, err) = admin(format!("/admin/checkpoints/{bad_id}/activate"), "sesame").await;
+        assert_eq!(status, 422, "{err}");
+        assert_eq!(store.checkpoint(bad_id).await.unwrap().unwrap().status, "failed");
+        assert!(store.checkpoint_error(bad_id).await.unwrap().unwrap().contains("swap-bad.gguf"));
+
+        // Roll back to B's parent, A.
+        let (status, back) = admin("/admin/rollback".into(), "sesame").await;
+        assert_eq!((status, back["model"].as_str()), (200, Some("swap-a")), "{back}");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+
+        // A trainer's announcement (what `srlm train` sends on registration): C follows.
+        sqlx::query("SELECT pg_notify($1, $2)").bind(srlm::store::CHECKPOINT_CHANNEL).bind(c_id.to_string()).execute(store.pool()).await.unwrap();
+        let mut followed = false;
+        for _ in 0..100 {
+            let ready = get_json(&client, &format!("{base}/ready")).await;
+            if ready["checkpoint_id"].as_i64() == Some(c_id) {
+                followed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(followed, "the server followed the announced checkpoint");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+
+        stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for c in clients {
+            all.extend(c.await.unwrap());
+        }
+        let failed: Vec<_> = all.iter().filter(|(status, _, complete)| *status != 200 || !complete).collect();
+        assert!(failed.is_empty(), "{} of {} requests failed: {failed:?}", failed.len(), all.len());
+        let names: BTreeSet<&str> = all.iter().map(|(_, m, _)| m.as_str()).collect();
+        assert_eq!(names, BTreeSet::from(["swap-a", "swap-b", "swap-c"]), "every response names the checkpoint that served it");
+        eprintln!("{} requests through 3 swaps, none failed", all.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
