@@ -52,6 +52,17 @@ pub struct DpoArgs {
     /// reference (default: the active checkpoint).
     #[arg(long)]
     pub checkpoint: Option<i64>,
+    /// Keep running: whenever the active checkpoint has --min-pairs available pairs,
+    /// train on them, register the result and announce it (servers started with
+    /// --follow swap it in); then wait for the next batch. Stop with Ctrl-C.
+    #[arg(long, conflicts_with_all = ["checkpoint", "dry_run"])]
+    pub watch: bool,
+    /// With --watch: available pairs needed to start a run.
+    #[arg(long, default_value_t = 64)]
+    pub min_pairs: i64,
+    /// With --watch: seconds between looks at the pair count.
+    #[arg(long, default_value_t = 10)]
+    pub poll_secs: u64,
     /// Most pairs to claim (default: all available).
     #[arg(long)]
     pub max_pairs: Option<i64>,

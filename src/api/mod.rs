@@ -7,6 +7,7 @@ pub mod error;
 pub mod generate;
 pub mod health;
 pub mod judge;
+pub mod lineage;
 pub mod logprobs;
 pub mod models;
 pub mod records;
@@ -250,6 +251,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(records::router())
         .merge(health::router())
         .merge(admin::router())
+        .merge(lineage::router())
 }
 
 /// The OpenAPI document the code describes (committed as `openapi/openapi.json`).

@@ -11,6 +11,26 @@ use serde::Serialize;
 
 use super::{Checkpoint, Store};
 
+/// The training run that produced a checkpoint.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RunRow {
+    pub id: i64,
+    /// `sft` or `dpo`.
+    pub kind: String,
+    pub base_checkpoint_id: Option<i64>,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    pub error: Option<String>,
+    /// Optimizer, loss and data settings.
+    pub config: serde_json::Value,
+    pub examples: Option<i32>,
+    pub truncated: Option<i32>,
+    pub skipped: Option<i32>,
+    pub tokens: Option<i64>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A claimed pair with the texts the trainer needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedPair {
@@ -116,6 +136,18 @@ impl Store {
         Ok(rows.into_iter().map(|r| ClaimedPair { id: r.id, messages: r.messages, chosen: r.chosen, rejected: r.rejected }).collect())
     }
 
+    /// How many pairs of `checkpoint_id` a trainer could claim now.
+    pub async fn claimable_pairs(&self, checkpoint_id: i64) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar!(
+            r#"SELECT count(*) AS "n!" FROM pairs
+               WHERE checkpoint_id = $1
+                 AND (status = 'available' OR (status = 'claimed' AND lease_expires_at < now()))"#,
+            checkpoint_id
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// Extends the lease on every pair `worker` holds; returns how many it holds.
     pub async fn renew_lease(&self, worker: &str, lease: Duration) -> Result<u64, sqlx::Error> {
         let done = sqlx::query!(
@@ -215,6 +247,28 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         tx.commit().await
+    }
+
+    /// The run whose output is checkpoint `id`, if it was trained here.
+    pub async fn run_producing(&self, checkpoint_id: i64) -> Result<Option<RunRow>, sqlx::Error> {
+        sqlx::query_as!(
+            RunRow,
+            "SELECT id, kind, base_checkpoint_id, status, error, config, examples, truncated, skipped, tokens, started_at, finished_at
+             FROM training_runs WHERE output_checkpoint_id = $1",
+            checkpoint_id
+        )
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// The pairs a run trained on, and the prompts they came from (both in id order).
+    pub async fn pairs_of_run(&self, run_id: i64) -> Result<(Vec<i64>, Vec<i64>), sqlx::Error> {
+        let rows = sqlx::query!("SELECT id, prompt_id FROM pairs WHERE consumed_by_run = $1 ORDER BY id", run_id).fetch_all(&self.pool).await?;
+        let pairs = rows.iter().map(|r| r.id).collect();
+        let mut prompts: Vec<i64> = rows.iter().map(|r| r.prompt_id).collect();
+        prompts.sort_unstable();
+        prompts.dedup();
+        Ok((pairs, prompts))
     }
 
     /// A run's status and per-step metrics, in step order.

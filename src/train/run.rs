@@ -269,6 +269,39 @@ fn report(summary: &Summary, extra: serde_json::Value) {
 pub async fn dpo(args: DpoArgs) -> Result<()> {
     let store = Store::connect_lazy(&args.database_url)?;
     store.migrate().await.context("migrating the database")?;
+    if !args.watch {
+        return dpo_once(&store, &args).await;
+    }
+    let poll = Duration::from_secs(args.poll_secs.max(1));
+    tracing::info!(min_pairs = args.min_pairs, "watching for pairs of the active checkpoint");
+    loop {
+        let ready = match store.active_checkpoints().await {
+            Ok(mut active) => match active.pop() {
+                Some(c) => store.claimable_pairs(c.id).await.map(|n| (n >= args.min_pairs.max(1)).then_some((c.id, n))),
+                None => Ok(None),
+            },
+            Err(e) => Err(e),
+        };
+        match ready {
+            Ok(Some((id, n))) => {
+                tracing::info!(checkpoint_id = id, pairs = n, "enough pairs; training");
+                if let Err(e) = dpo_once(&store, &args).await {
+                    tracing::error!(error = %format!("{e:#}"), "training run failed; waiting for the next batch");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "database unavailable; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// One DPO run on the pairs of `--checkpoint` (default: the active checkpoint).
+async fn dpo_once(store: &Store, args: &DpoArgs) -> Result<()> {
+    let store = store.clone();
     let base = match args.checkpoint {
         Some(id) => store.checkpoint(id).await?.with_context(|| format!("no checkpoint {id}"))?,
         None => store.active_checkpoints().await?.pop().context("no active checkpoint; name one with --checkpoint")?,
@@ -298,22 +331,22 @@ pub async fn dpo(args: DpoArgs) -> Result<()> {
     let config = serde_json::json!({"dpo": dpo, "optim": optim, "trainable": common.trainable(), "max_len": common.max_len,
         "truncation": common.truncation, "base": base.path, "dtype": common.dtype.suffix()});
     let run_id = store.start_run("dpo", Some(base.id), &worker, &config).await?;
+    let out = common.out.clone().unwrap_or_else(|| default_out(&base_path, &format!("dpo-r{run_id}"), common.dtype));
     let result = async {
         let (pairs, counts) = pair_tokens(&format, &claimed, common.max_len, common.truncation)?;
         tracing::info!(run = run_id, claimed = claimed.len(), kept = counts.kept, truncated = counts.truncated, skipped = counts.skipped, "pairs claimed");
         if pairs.is_empty() {
             bail!("no pairs to train on for checkpoint {} ({} claimed, {} too long for --max-len {})", base.id, claimed.len(), counts.skipped, common.max_len);
         }
-        let out = common.out.clone().unwrap_or_else(|| default_out(&base_path, &format!("dpo-r{run_id}"), common.dtype));
         let ids: Vec<i64> = pairs.iter().filter_map(|p| p.id).collect();
         let job = Job { base: base_path.clone(), out: out.clone(), common: common.clone(), optim, work: Work::Dpo(pairs, dpo) };
         let summary = supervise(job, Some((store.clone(), run_id, worker.clone(), lease))).await?;
-        Ok((summary, out, ids, counts))
+        Ok((summary, ids, counts))
     }
     .await;
-    let (summary, out, ids, counts) = match result {
+    let (summary, ids, counts) = match result {
         Ok(r) => r,
-        Err(e) => return Err(fail(&store, run_id, &worker, common.out.as_deref(), e).await),
+        Err(e) => return Err(fail(&store, run_id, &worker, Some(&out), e).await),
     };
     let name = common.name.clone().unwrap_or_else(|| out.file_stem().map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned()));
     let new = NewCheckpoint { name, path: absolute(&out), format: format_of(&out).into(), parent_id: Some(base.id), iteration: base.iteration + 1 };

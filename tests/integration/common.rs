@@ -168,3 +168,17 @@ pub fn greedy_chat(prompt: &str, max_tokens: u32) -> Value {
 pub fn content(response: &Value, choice: usize) -> String {
     response["choices"][choice]["message"]["content"].as_str().expect("content").to_string()
 }
+
+/// A fresh, migrated database for a test that changes global state (which checkpoint
+/// is active, which pairs are claimable).
+pub async fn own_database(name: &str) -> Store {
+    let url = database_url();
+    let (server, _) = url.rsplit_once('/').expect("a database URL");
+    let admin = Store::connect_lazy(&format!("{server}/postgres")).unwrap();
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(admin.pool()).await;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(admin.pool()).await.unwrap();
+    let store = Store::connect_lazy(&format!("{server}/{name}")).unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+

@@ -13,19 +13,7 @@ use srlm::cli::{EngineChoice, ServeArgs};
 use srlm::store::Store;
 use srlm::AppState;
 
-use crate::common::{database_url, model_path, rt, test_limits};
-
-/// A migrated database just for this test.
-async fn own_database(name: &str) -> Store {
-    let url = database_url();
-    let (server, _) = url.rsplit_once('/').expect("a database URL");
-    let admin = Store::connect_lazy(&format!("{server}/postgres")).unwrap();
-    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(admin.pool()).await;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(admin.pool()).await.unwrap();
-    let store = Store::connect_lazy(&format!("{server}/{name}")).unwrap();
-    store.migrate().await.unwrap();
-    store
-}
+use crate::common::{model_path, own_database, rt, test_limits};
 
 fn serve_args(model: &Path) -> ServeArgs {
     use clap::Parser;

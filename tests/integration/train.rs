@@ -14,7 +14,7 @@ use srlm::train::data::ChatFormat;
 use srlm::train::model::{Batch, Model, Trainable};
 use srlm::train::weights::LlamaWeights;
 
-use crate::common::{database_url, engine, model_path, rt};
+use crate::common::{database_url, engine, model_path, own_database, rt};
 
 #[test]
 fn trainer_log_probs_match_mistralrs_on_the_same_f32_checkpoint() {
@@ -93,7 +93,11 @@ async fn checkpoint_with_pairs(store: &Store, dir: &Path, pairs: usize) -> (i64,
 }
 
 fn srlm(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_srlm")).args(args).env("DATABASE_URL", database_url()).output().expect("srlm runs");
+    srlm_with(args, &database_url())
+}
+
+fn srlm_with(args: &[&str], url: &str) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_srlm")).args(args).env("DATABASE_URL", url).output().expect("srlm runs");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
@@ -160,6 +164,16 @@ fn dpo_trains_the_pairs_in_postgres_into_a_registered_checkpoint_that_serves() {
             .unwrap();
         assert_eq!(consumed, 3);
 
+        // Lineage through the API: parent, run, pairs, prompts.
+        let (status, body) = crate::common::server().get(&format!("/checkpoints/{new_id}")).await;
+        assert_eq!(status, 200, "{body}");
+        let lineage: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(lineage["parent"]["id"], base_id);
+        assert_eq!(lineage["training_run"]["id"], run_id);
+        assert_eq!(lineage["training_run"]["kind"], "dpo");
+        assert_eq!(lineage["pair_ids"].as_array().unwrap().len(), 3);
+        assert_eq!(lineage["prompt_ids"].as_array().unwrap().len(), 3);
+
         // The written checkpoint loads in the server's engine and answers.
         let options = NativeOptions { model: path.to_string_lossy().into_owned(), name: None, max_seqs: 4, prefill_chunk: 64 };
         let served = NativeEngine::load(&options).expect("the trained checkpoint loads");
@@ -206,6 +220,49 @@ fn sft_trains_chat_jsonl_into_a_registered_first_iteration() {
         std::fs::write(&bad, "{\"messages\": [{\"role\": \"user\", \"content\": \"no answer\"}]}\n").unwrap();
         let (ok, _, err) = srlm(&["train", "sft", "--model", &model_path(), "--data", bad.to_str().unwrap(), "--dry-run"]);
         assert!(!ok && err.contains("bad.jsonl:1"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+#[test]
+fn a_watching_trainer_trains_the_active_checkpoint_once_enough_pairs_exist() {
+    rt().block_on(async {
+        let store = own_database("srlm_test_watch").await;
+        let url = {
+            let base = database_url();
+            format!("{}/srlm_test_watch", base.rsplit_once('/').unwrap().0)
+        };
+        let dir = std::env::temp_dir().join(format!("srlm-watch-{}", std::process::id()));
+        let (base_id, _) = checkpoint_with_pairs(&store, &dir, 1).await;
+        store.activate_checkpoint(base_id).await.unwrap();
+        let mut watcher = Command::new(env!("CARGO_BIN_EXE_srlm"))
+            .args(["train", "dpo", "--watch", "--min-pairs", "2", "--poll-secs", "1", "--batch-size", "2", "--max-len", "96", "--dtype", "q8_0"])
+            .env("DATABASE_URL", &url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let runs = || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM training_runs WHERE status = 'succeeded'").fetch_one(store.pool()).await.unwrap()
+        };
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert_eq!(runs().await, 0, "one pair is below --min-pairs");
+        // A second pair arrives: the watcher trains.
+        let (other, _) = checkpoint_with_pairs(&store, &dir.join("more"), 1).await;
+        sqlx::query("UPDATE pairs SET checkpoint_id = $1 WHERE checkpoint_id = $2").bind(base_id).bind(other).execute(store.pool()).await.unwrap();
+        let mut trained = false;
+        for _ in 0..240 {
+            if runs().await == 1 {
+                trained = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let _ = watcher.kill();
+        let _ = watcher.wait();
+        assert!(trained, "the watcher trained once two pairs were available");
+        let new: (i64, i32) = sqlx::query_as("SELECT parent_id, iteration FROM checkpoints WHERE parent_id = $1").bind(base_id).fetch_one(store.pool()).await.unwrap();
+        assert_eq!(new, (base_id, 1));
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
