@@ -43,8 +43,7 @@ fn measure(args: &TrainBenchArgs) -> Result<()> {
         "freeze" => Trainable { freeze_embeddings: true, freeze_layers: layers / 2, lora: None },
         other => bail!("--mode must be full, lora or freeze, not `{other}`"),
     };
-    let model = Model::new(&weights, &trainable, DType::F32, 0)?;
-    drop(weights);
+    let model = Model::from_weights(weights, &trainable, DType::F32, 0)?;
     let (params, trained) = model.parameter_counts();
     let vocab = model.config.vocab as u32;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);

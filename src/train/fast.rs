@@ -435,9 +435,63 @@ pub fn forward(model: &Model, batch: &Batch, keep: bool) -> Result<(Vec<f32>, Op
     Ok((logp, cache))
 }
 
-/// Gradients of `Σ dlogp[i] · logp[i]` (the forward pass's scored log-probabilities)
-/// for every trained parameter of `model`, as a gradient store keyed by its variables.
-pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32]) -> Result<GradStore> {
+/// Gradient sums of the trained parameters; [`backward`] adds into them in place, so
+/// the micro-batches of a step share one set of buffers.
+pub struct Grads {
+    embed: Option<Vec<f32>>,
+    /// The output matrix when it is not the embedding matrix.
+    head: Option<Vec<f32>>,
+    norm: Option<Vec<f32>>,
+    layers: Vec<[Option<Vec<f32>>; 9]>,
+}
+
+impl Grads {
+    pub fn new(model: &Model) -> Self {
+        let c = &model.config;
+        let trained = |p: &Param| matches!(p, Param::Trained(_));
+        let table = c.vocab * c.hidden;
+        Self {
+            embed: trained(&model.embed).then(|| vec![0f32; table]),
+            head: model.lm_head.as_ref().filter(|l| trained(&l.weight)).map(|_| vec![0f32; table]),
+            norm: trained(&model.norm).then(|| vec![0f32; c.hidden]),
+            layers: model
+                .layers
+                .iter()
+                .map(|l| {
+                    let t = layer_trained(l);
+                    std::array::from_fn(|i| t[i].then(|| vec![0f32; param_len(i, c)]))
+                })
+                .collect(),
+        }
+    }
+
+    /// The sums as a gradient store keyed by the model's variables.
+    pub fn into_store(self, model: &Model) -> Result<GradStore> {
+        let mut grads = super::optim::empty_store()?;
+        let mut put = |p: &Param, g: Option<Vec<f32>>| -> Result<()> {
+            if let (Param::Trained(var), Some(g)) = (p, g) {
+                grads.insert(var.as_tensor(), Tensor::from_vec(g, var.shape().clone(), &candle_core::Device::Cpu)?);
+            }
+            Ok(())
+        };
+        put(&model.embed, self.embed)?;
+        if let Some(head) = &model.lm_head {
+            put(&head.weight, self.head)?;
+        }
+        put(&model.norm, self.norm)?;
+        for (layer, g) in model.layers.iter().zip(self.layers) {
+            let params = [&layer.attn_norm, &layer.q.weight, &layer.k.weight, &layer.v.weight, &layer.o.weight, &layer.ffn_norm, &layer.gate.weight, &layer.up.weight, &layer.down.weight];
+            for (p, g) in params.into_iter().zip(g) {
+                put(p, g)?;
+            }
+        }
+        Ok(grads)
+    }
+}
+
+/// Adds the gradients of `Σ dlogp[i] · logp[i]` (the forward pass's scored
+/// log-probabilities) for every trained parameter of `model` into `grads`.
+pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32], grads: &mut Grads) -> Result<()> {
     let c = &model.config;
     let w = Weights::of(model, false)?;
     let (b, t, tokens, rows, targets) = batch_ids(batch)?;
@@ -450,18 +504,6 @@ pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32]) -> Re
     let Cache { layers: mut caches, xs, inv, hn, probs: mut dlogits } = cache;
 
     let embed_trained = matches!(model.embed, Param::Trained(_));
-    let head_trained = match &model.lm_head {
-        Some(l) => matches!(l.weight, Param::Trained(_)),
-        None => embed_trained,
-    };
-    let mut grads = super::optim::empty_store()?;
-    let mut put = |p: &Param, g: Vec<f32>| -> Result<()> {
-        if let Param::Trained(var) = p {
-            let shape = var.shape().clone();
-            grads.insert(var.as_tensor(), Tensor::from_vec(g, shape, &candle_core::Device::Cpu)?);
-        }
-        Ok(())
-    };
 
     // Output layer: d logits = dlogp · (onehot − softmax).
     dlogits.par_chunks_mut(vocab).zip(dlogp.par_iter()).zip(targets.par_iter()).for_each(|((row, &d), &tgt)| {
@@ -472,16 +514,13 @@ pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32]) -> Re
     });
     let mut dhn = vec![0f32; n * h];
     dy_w(&mut dhn, false, &dlogits, n, vocab, w.output(), h);
-    let mut d_embed = embed_trained.then(|| vec![0f32; vocab * h]);
-    let mut d_head = if model.lm_head.is_some() && head_trained { Some(vec![0f32; vocab * h]) } else { None };
-    if head_trained {
-        let target = d_head.as_mut().or(d_embed.as_mut()).expect("one of them is trained");
+    let head_grad = if model.lm_head.is_some() { grads.head.as_mut() } else { grads.embed.as_mut() };
+    if let Some(target) = head_grad {
         dw_acc(target, &dlogits, n, vocab, &hn, h);
     }
     drop(dlogits);
-    let mut d_norm = matches!(model.norm, Param::Trained(_)).then(|| vec![0f32; h]);
     let mut dxs = vec![0f32; n * h];
-    rms_norm_back(&dhn, &xs, &inv, w.norm.get(), &mut dxs, d_norm.as_deref_mut());
+    rms_norm_back(&dhn, &xs, &inv, w.norm.get(), &mut dxs, grads.norm.as_deref_mut());
     let mut dx = vec![0f32; n_rows * h];
     for (i, &r) in rows.iter().enumerate() {
         let dst = &mut dx[r as usize * h..(r as usize + 1) * h];
@@ -492,12 +531,10 @@ pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32]) -> Re
 
     // The lowest layer whose input gradient anyone needs.
     let lowest = if embed_trained { 0 } else { model.layers.iter().position(|l| layer_trained(l).iter().any(|&x| x)).unwrap_or(model.layers.len()) };
-    let mut layer_grads: Vec<Option<[Option<Vec<f32>>; 9]>> = (0..model.layers.len()).map(|_| None).collect();
     for li in (lowest..model.layers.len()).rev() {
         let lc = caches.pop().expect("one cache per layer");
         let lw = &w.layers[li];
-        let trained = layer_trained(&model.layers[li]);
-        let mut g: [Option<Vec<f32>>; 9] = std::array::from_fn(|i| trained[i].then(|| vec![0f32; param_len(i, c)]));
+        let g = &mut grads.layers[li];
 
         // MLP: x_out = x_mid + down(silu(gate) · up).
         let mut da = vec![0f32; n_rows * inter];
@@ -554,9 +591,8 @@ pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32]) -> Re
             let mut scratch = vec![0f32; n_rows * h];
             rms_norm_back(&dh1, &lc.x_in, &lc.inv1, lw[ATTN_NORM].get(), &mut scratch, Some(gn));
         }
-        layer_grads[li] = Some(g);
     }
-    if let Some(de) = d_embed.as_mut() {
+    if let Some(de) = grads.embed.as_mut() {
         for (r, &tok) in tokens.iter().enumerate() {
             let dst = &mut de[tok as usize * h..(tok as usize + 1) * h];
             for (a, b) in dst.iter_mut().zip(&dx[r * h..(r + 1) * h]) {
@@ -564,27 +600,7 @@ pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32]) -> Re
             }
         }
     }
-    drop(w);
-
-    if let Some(g) = d_embed {
-        put(&model.embed, g)?;
-    }
-    if let (Some(head), Some(g)) = (&model.lm_head, d_head) {
-        put(&head.weight, g)?;
-    }
-    if let Some(g) = d_norm {
-        put(&model.norm, g)?;
-    }
-    for (layer, g) in model.layers.iter().zip(layer_grads) {
-        let Some(g) = g else { continue };
-        let params = [&layer.attn_norm, &layer.q.weight, &layer.k.weight, &layer.v.weight, &layer.o.weight, &layer.ffn_norm, &layer.gate.weight, &layer.up.weight, &layer.down.weight];
-        for (p, g) in params.into_iter().zip(g) {
-            if let Some(g) = g {
-                put(p, g)?;
-            }
-        }
-    }
-    Ok(grads)
+    Ok(())
 }
 
 fn param_len(i: usize, c: &super::config::LlamaConfig) -> usize {
@@ -689,7 +705,9 @@ mod tests {
             let weights: Vec<f32> = (0..ours.len()).map(|i| ((i * 7 % 5) as f32 - 2.0) * 0.3).collect();
             let wt = Tensor::from_vec(weights.clone(), weights.len(), &Device::Cpu)?;
             let expected = (reference * wt)?.sum_all()?.backward()?;
-            let got = backward(&model, &batch, cache.unwrap(), &weights)?;
+            let mut grads = Grads::new(&model);
+            backward(&model, &batch, cache.unwrap(), &weights, &mut grads)?;
+            let got = grads.into_store(&model)?;
             let vars = model.vars();
             assert!(!vars.is_empty());
             for (name, var) in vars {

@@ -279,6 +279,12 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 impl Model {
     /// The model from loaded weights, in `dtype`, with what `trainable` says as variables.
     pub fn new(weights: &LlamaWeights, trainable: &Trainable, dtype: DType, seed: u64) -> Result<Self> {
+        Self::from_weights(weights.clone(), trainable, dtype, seed)
+    }
+
+    /// [`Self::new`], consuming the weights: each loaded tensor is freed as soon as its
+    /// variable holds a copy, so peak memory holds one set of weights, not two.
+    pub fn from_weights(weights: LlamaWeights, trainable: &Trainable, dtype: DType, seed: u64) -> Result<Self> {
         let c = weights.config.clone();
         ensure!(
             trainable.freeze_layers <= c.layers,
@@ -289,11 +295,13 @@ impl Model {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let cast = |t: &Tensor| t.to_dtype(dtype);
         let full = trainable.lora.is_none();
-        let layers = weights
-            .layers
-            .iter()
+        let LlamaWeights { embed: w_embed, layers: w_layers, norm: w_norm, lm_head: w_head, .. } = weights;
+        let tied = w_head.id() == w_embed.id();
+        let device = w_embed.device().clone();
+        let layers = w_layers
+            .into_iter()
             .enumerate()
-            .map(|(i, w): (usize, &LayerWeights)| -> Result<Layer> {
+            .map(|(i, w): (usize, LayerWeights)| -> Result<Layer> {
                 let train = i >= trainable.freeze_layers;
                 let mut lin = |t: &Tensor| Linear::new(cast(t)?, train, trainable.lora, &mut rng);
                 Ok(Layer {
@@ -309,15 +317,16 @@ impl Model {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let tied = weights.lm_head.id() == weights.embed.id();
-        let embed = Param::new(cast(&weights.embed)?, full && !trainable.freeze_embeddings)?;
         let lm_head = if tied {
             None
         } else {
-            Some(Linear::new(cast(&weights.lm_head)?, true, trainable.lora, &mut rng)?)
+            Some(Linear::new(cast(&w_head)?, true, trainable.lora, &mut rng)?)
         };
-        let norm = Param::new(cast(&weights.norm)?, full)?;
-        let (cos, sin) = rope_tables(&c, dtype, weights.embed.device())?;
+        drop(w_head);
+        let embed = Param::new(cast(&w_embed)?, full && !trainable.freeze_embeddings)?;
+        drop(w_embed);
+        let norm = Param::new(cast(&w_norm)?, full)?;
+        let (cos, sin) = rope_tables(&c, dtype, &device)?;
         Ok(Self { config: c, embed, layers, norm, lm_head, cos, sin })
     }
 

@@ -47,15 +47,30 @@ pub(crate) fn empty_store() -> Result<GradStore> {
     Ok(candle_core::Tensor::zeros((), candle_core::DType::F32, &candle_core::Device::Cpu)?.backward()?)
 }
 
-/// Sums the gradients of several micro-batches for one optimizer step.
+/// Sums the gradients of several micro-batches for one optimizer step: gradient stores
+/// from candle's autograd, or buffers the hand-derived backward pass adds into in place.
 pub struct Accumulator {
     vars: Vec<Var>,
     grads: Option<GradStore>,
+    fast: Option<super::fast::Grads>,
 }
 
 impl Accumulator {
     pub fn new(vars: Vec<Var>) -> Self {
-        Self { vars, grads: None }
+        Self { vars, grads: None, fast: None }
+    }
+
+    /// The in-place buffers for [`super::fast::backward`], created on first use.
+    pub fn fast(&mut self, model: &super::model::Model) -> &mut super::fast::Grads {
+        self.fast.get_or_insert_with(|| super::fast::Grads::new(model))
+    }
+
+    /// Moves what the hand-derived pass accumulated into the gradient store.
+    pub fn settle(&mut self, model: &super::model::Model) -> Result<()> {
+        if let Some(fast) = self.fast.take() {
+            self.add(fast.into_store(model)?)?;
+        }
+        Ok(())
     }
 
     pub fn add(&mut self, mut grads: GradStore) -> Result<()> {

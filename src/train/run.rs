@@ -178,7 +178,7 @@ fn load_model(path: &Path, common: &TrainArgs) -> Result<Model> {
     if !device.is_cpu() {
         weights = weights.to_device(&device)?;
     }
-    Model::new(&weights, &common.trainable(), DType::F32, common.seed)
+    Model::from_weights(weights, &common.trainable(), DType::F32, common.seed)
 }
 
 /// What the blocking half of a run needs.
