@@ -30,6 +30,9 @@ pub enum Command {
     /// the trainer.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Make new prompts with the served model (few-shot from seed prompts), filter out
+    /// near duplicates and store the rest for the next iteration.
+    SelfInstruct(crate::selfinstruct::SelfInstructArgs),
     /// Train the next checkpoint: SFT from chat JSONL, or DPO on the pairs in Postgres.
     #[command(subcommand)]
     Train(TrainCommand),

@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod engine;
 pub mod judge;
+pub mod selfinstruct;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

@@ -25,6 +25,10 @@ async fn main() -> anyhow::Result<()> {
                 BenchCommand::Train(args) => srlm::bench::train::run(args).await,
             }
         }
+        Command::SelfInstruct(args) => {
+            srlm::telemetry::init(cli.log_format);
+            srlm::selfinstruct::run(args).await
+        }
         Command::Train(train) => {
             srlm::telemetry::init(cli.log_format);
             match train {

@@ -88,7 +88,7 @@ async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: 
                         "n": args.n, "max_tokens": args.max_tokens, "seed": i, "record": args.record,
                         "judge": {"samples": args.samples, "method": method, "max_tokens": args.max_tokens},
                     });
-                    match post(&client, &format!("{}/generate", args.url), &body).await {
+                    match super::post_json(&client, &format!("{}/generate", args.url), &body).await {
                         Ok(v) => bodies.push(v),
                         Err(err) => {
                             tracing::warn!(error = %err, "generate failed");
@@ -125,15 +125,3 @@ async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: 
     Ok(r)
 }
 
-async fn post(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    let response = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(body)?)
-        .send()
-        .await?;
-    let status = response.status();
-    let bytes = response.bytes().await?;
-    anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&bytes));
-    Ok(serde_json::from_slice(&bytes)?)
-}

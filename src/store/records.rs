@@ -257,6 +257,26 @@ impl Store {
         .await
     }
 
+    /// Stores a prompt on its own (self-instruction) and returns its id.
+    pub async fn insert_prompt(&self, messages: &serde_json::Value, source: &str, iteration: i32) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar!("INSERT INTO prompts (messages, source, iteration) VALUES ($1, $2, $3) RETURNING id", messages, source, iteration)
+            .fetch_one(&self.pool)
+            .await
+    }
+
+    /// The last user message of every stored prompt (of one source, if given).
+    pub async fn prompt_texts(&self, source: Option<&str>) -> Result<Vec<String>, sqlx::Error> {
+        let all = sqlx::query_scalar!("SELECT messages FROM prompts WHERE ($1::text IS NULL OR source = $1) ORDER BY id", source)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(all
+            .iter()
+            .filter_map(|m| {
+                m.as_array()?.iter().rev().find(|m| m["role"] == "user").and_then(|m| m["content"].as_str()).map(str::to_string)
+            })
+            .collect())
+    }
+
     pub async fn pairs_of_prompt(&self, prompt_id: i64) -> Result<Vec<PairRow>, sqlx::Error> {
         sqlx::query_as!(
             PairRow,

@@ -8,6 +8,7 @@ mod concurrency;
 mod engines;
 mod errors;
 mod ops;
+mod selfinstruct;
 mod selfreward;
 mod sdk;
 mod swap;

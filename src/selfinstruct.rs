@@ -1,0 +1,255 @@
+//! Self-instruction creation (SPEC §1, step 1): the served model writes new prompts from
+//! few-shot examples (6 seed prompts, 2 earlier generated ones), and the new prompts that
+//! survive the filters are stored with source `self_instruct`.
+//!
+//! Filters, in order: empty, too short, too long (in words), exact duplicates (after
+//! normalizing case and spacing) and near duplicates — ROUGE-L F1 against every stored
+//! prompt and every prompt accepted earlier in the run at or above `--max-similarity`
+//! (0.7, as in Self-Instruct).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
+
+use crate::store::Store;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelfInstructArgs {
+    /// Base URL of the srlm server whose model writes the prompts.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Postgres URL (where the prompts are stored and compared against).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Seed prompts: JSONL lines `{"prompt": "..."}`.
+    #[arg(long, default_value = "data/seed_prompts.jsonl")]
+    pub seeds: PathBuf,
+    /// New prompts to accept.
+    #[arg(long, default_value_t = 16)]
+    pub count: usize,
+    /// Give up after this many generations, accepted or not.
+    #[arg(long)]
+    pub max_attempts: Option<usize>,
+    /// The iteration the prompts are for (stored with them).
+    #[arg(long, default_value_t = 1)]
+    pub iteration: i32,
+    /// Model name to ask (the served model answers to `current`).
+    #[arg(long, default_value = "current")]
+    pub model: String,
+    #[arg(long, default_value_t = 0.6)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f64,
+    /// Reject a prompt whose ROUGE-L F1 with any stored prompt reaches this.
+    #[arg(long, default_value_t = 0.7)]
+    pub max_similarity: f64,
+    #[arg(long, default_value_t = 3)]
+    pub min_words: usize,
+    #[arg(long, default_value_t = 150)]
+    pub max_words: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Lower-cased alphanumeric words.
+fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+}
+
+/// ROUGE-L F1: from the longest common subsequence of words.
+pub fn rouge_l(a: &[String], b: &[String]) -> f64 {
+    if a.is_empty() || b.is_empty() {
+        return 0.0;
+    }
+    let mut prev = vec![0usize; b.len() + 1];
+    let mut cur = vec![0usize; b.len() + 1];
+    for x in a {
+        for (j, y) in b.iter().enumerate() {
+            cur[j + 1] = if x == y { prev[j] + 1 } else { cur[j].max(prev[j + 1]) };
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    let lcs = prev[b.len()] as f64;
+    if lcs == 0.0 {
+        return 0.0;
+    }
+    let (p, r) = (lcs / b.len() as f64, lcs / a.len() as f64);
+    2.0 * p * r / (p + r)
+}
+
+/// Why a generated prompt was not kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    Empty,
+    TooShort,
+    TooLong,
+    Duplicate,
+    NearDuplicate,
+}
+
+/// The prompts a candidate is compared against.
+pub struct Filter {
+    known: Vec<Vec<String>>,
+    exact: HashSet<String>,
+    pub max_similarity: f64,
+    pub min_words: usize,
+    pub max_words: usize,
+}
+
+impl Filter {
+    pub fn new(existing: impl IntoIterator<Item = String>, max_similarity: f64, min_words: usize, max_words: usize) -> Self {
+        let mut f = Self { known: Vec::new(), exact: HashSet::new(), max_similarity, min_words, max_words };
+        for p in existing {
+            f.remember(&p);
+        }
+        f
+    }
+
+    fn remember(&mut self, prompt: &str) {
+        let w = words(prompt);
+        self.exact.insert(w.join(" "));
+        self.known.push(w);
+    }
+
+    /// Cleans the model's text into a prompt and accepts it (remembering it), or says why not.
+    pub fn check(&mut self, generated: &str) -> Result<String, Rejection> {
+        let prompt = generated.trim().trim_start_matches(|c: char| c == ':' || c.is_whitespace()).trim().to_string();
+        let w = words(&prompt);
+        if w.is_empty() {
+            return Err(Rejection::Empty);
+        }
+        if w.len() < self.min_words {
+            return Err(Rejection::TooShort);
+        }
+        if w.len() > self.max_words {
+            return Err(Rejection::TooLong);
+        }
+        if self.exact.contains(&w.join(" ")) {
+            return Err(Rejection::Duplicate);
+        }
+        if self.known.iter().any(|k| rouge_l(&w, k) >= self.max_similarity) {
+            return Err(Rejection::NearDuplicate);
+        }
+        self.remember(&prompt);
+        Ok(prompt)
+    }
+}
+
+/// The few-shot prompt: numbered tasks, ending where the model writes the next one.
+pub fn few_shot(examples: &[&str]) -> String {
+    let mut text = String::from("Below are tasks that users give an AI assistant. Each is a single, self-contained request.\n\n");
+    for (i, e) in examples.iter().enumerate() {
+        text.push_str(&format!("Task {}: {}\n", i + 1, e.replace('\n', " ")));
+    }
+    text.push_str(&format!("Task {}:", examples.len() + 1));
+    text
+}
+
+fn read_seeds(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            let v: serde_json::Value = serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+            v["prompt"].as_str().map(str::to_string).with_context(|| format!("{}:{}: no \"prompt\" string", path.display(), i + 1))
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub attempts: usize,
+    pub accepted: usize,
+    pub rejected: BTreeMap<Rejection, usize>,
+    pub prompt_ids: Vec<i64>,
+}
+
+pub async fn run(args: SelfInstructArgs) -> Result<()> {
+    let report = create(&args).await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
+}
+
+/// Generates prompts until `count` are accepted or `max_attempts` are spent.
+pub async fn create(args: &SelfInstructArgs) -> Result<Report> {
+    let seeds = read_seeds(&args.seeds)?;
+    if seeds.len() < 6 {
+        bail!("{}: need at least 6 seed prompts, found {}", args.seeds.display(), seeds.len());
+    }
+    let store = Store::connect_lazy(&args.database_url)?;
+    store.migrate().await.context("migrating the database")?;
+    let stored = store.prompt_texts(None).await?;
+    let mut generated: Vec<String> = store.prompt_texts(Some("self_instruct")).await?;
+    let mut filter = Filter::new(stored.into_iter().chain(seeds.iter().cloned()), args.max_similarity, args.min_words, args.max_words);
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)).build()?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut report = Report::default();
+    let max_attempts = args.max_attempts.unwrap_or(args.count * 10);
+    while report.accepted < args.count && report.attempts < max_attempts {
+        report.attempts += 1;
+        // 6 seeds and 2 earlier generated prompts (more seeds while there are fewer).
+        let earlier: Vec<&str> = generated.choose_multiple(&mut rng, 2).map(String::as_str).collect();
+        let mut shots: Vec<&str> = seeds.choose_multiple(&mut rng, 8 - earlier.len()).map(String::as_str).collect();
+        shots.extend(earlier);
+        let body = serde_json::json!({
+            "model": args.model, "prompt": few_shot(&shots), "max_tokens": 96,
+            "temperature": args.temperature, "top_p": args.top_p, "stop": ["\nTask", "\n\n"],
+            "seed": args.seed.wrapping_add(report.attempts as u64),
+        });
+        let response = crate::bench::post_json(&client, &format!("{}/v1/completions", args.url.trim_end_matches('/')), &body).await?;
+        let text = response["choices"][0]["text"].as_str().unwrap_or_default();
+        match filter.check(text) {
+            Ok(prompt) => {
+                let messages = serde_json::json!([{"role": "user", "content": prompt}]);
+                let id = store.insert_prompt(&messages, "self_instruct", args.iteration).await?;
+                report.prompt_ids.push(id);
+                report.accepted += 1;
+                generated.push(prompt);
+            }
+            Err(reason) => *report.rejected.entry(reason).or_default() += 1,
+        }
+    }
+    tracing::info!(accepted = report.accepted, attempts = report.attempts, rejected = ?report.rejected, "self-instruction done");
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn w(s: &str) -> Vec<String> {
+        words(s)
+    }
+
+    #[test]
+    fn rouge_l_matches_hand_computed_values() {
+        assert_eq!(rouge_l(&w("the cat sat"), &w("the cat sat")), 1.0);
+        assert_eq!(rouge_l(&w("a b c"), &w("d e f")), 0.0);
+        // LCS("a b c d", "a c e") = "a c": P = 2/3, R = 2/4, F1 = 4/7.
+        assert!((rouge_l(&w("a b c d"), &w("a c e")) - 4.0 / 7.0).abs() < 1e-12);
+        assert_eq!(rouge_l(&w(""), &w("x")), 0.0);
+    }
+
+    #[test]
+    fn filters_reject_by_reason_and_remember_what_they_accept() {
+        let mut f = Filter::new(["Write a poem about the sea.".to_string()], 0.7, 3, 12);
+        assert_eq!(f.check("   "), Err(Rejection::Empty));
+        assert_eq!(f.check("Hi there"), Err(Rejection::TooShort));
+        assert_eq!(f.check(&"word ".repeat(13)), Err(Rejection::TooLong));
+        assert_eq!(f.check("write a POEM about the sea"), Err(Rejection::Duplicate));
+        assert_eq!(f.check("Write a short poem about the sea."), Err(Rejection::NearDuplicate));
+        assert_eq!(f.check(": Explain how vaccines train the immune system."), Ok("Explain how vaccines train the immune system.".into()));
+        assert_eq!(f.check("Explain how vaccines train the immune system!"), Err(Rejection::Duplicate));
+    }
+
+    #[test]
+    fn the_few_shot_prompt_ends_where_the_next_task_begins() {
+        let text = few_shot(&["One?", "Two\nlines?"]);
+        assert!(text.ends_with("Task 2: Two lines?\nTask 3:"), "{text}");
+    }
+}
