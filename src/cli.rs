@@ -33,6 +33,9 @@ pub enum Command {
     /// Make new prompts with the served model (few-shot from seed prompts), filter out
     /// near duplicates and store the rest for the next iteration.
     SelfInstruct(crate::selfinstruct::SelfInstructArgs),
+    /// Run whole self-rewarding iterations against a running server: new prompts →
+    /// judged candidates → pairs → DPO → swap → report. Resumable.
+    Loop(crate::selfloop::LoopArgs),
     /// Train the next checkpoint: SFT from chat JSONL, or DPO on the pairs in Postgres.
     #[command(subcommand)]
     Train(TrainCommand),

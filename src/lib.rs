@@ -10,6 +10,7 @@ pub mod cli;
 pub mod engine;
 pub mod judge;
 pub mod selfinstruct;
+pub mod selfloop;
 pub mod serve;
 pub mod store;
 pub mod telemetry;

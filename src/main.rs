@@ -29,6 +29,10 @@ async fn main() -> anyhow::Result<()> {
             srlm::telemetry::init(cli.log_format);
             srlm::selfinstruct::run(args).await
         }
+        Command::Loop(args) => {
+            srlm::telemetry::init(cli.log_format);
+            srlm::selfloop::run(args).await
+        }
         Command::Train(train) => {
             srlm::telemetry::init(cli.log_format);
             match train {

@@ -175,41 +175,77 @@ pub async fn run(args: SelfInstructArgs) -> Result<()> {
     Ok(())
 }
 
-/// Generates prompts until `count` are accepted or `max_attempts` are spent.
-pub async fn create(args: &SelfInstructArgs) -> Result<Report> {
-    let seeds = read_seeds(&args.seeds)?;
-    if seeds.len() < 6 {
-        bail!("{}: need at least 6 seed prompts, found {}", args.seeds.display(), seeds.len());
+/// Writes prompts one attempt at a time, remembering what it accepted.
+pub struct Writer {
+    seeds: Vec<String>,
+    generated: Vec<String>,
+    filter: Filter,
+    client: reqwest::Client,
+    rng: rand::rngs::StdRng,
+    url: String,
+    body: serde_json::Value,
+    attempts: u64,
+}
+
+impl Writer {
+    /// Reads the seeds and every stored prompt (the duplicate filter's memory).
+    pub async fn new(args: &SelfInstructArgs, store: &Store) -> Result<Self> {
+        let seeds = read_seeds(&args.seeds)?;
+        if seeds.len() < 6 {
+            bail!("{}: need at least 6 seed prompts, found {}", args.seeds.display(), seeds.len());
+        }
+        let stored = store.prompt_texts(None).await?;
+        let generated = store.prompt_texts(Some("self_instruct")).await?;
+        let filter = Filter::new(stored.into_iter().chain(seeds.iter().cloned()), args.max_similarity, args.min_words, args.max_words);
+        Ok(Self {
+            seeds,
+            generated,
+            filter,
+            client: reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)).build()?,
+            rng: rand::rngs::StdRng::seed_from_u64(args.seed),
+            url: format!("{}/v1/completions", args.url.trim_end_matches('/')),
+            body: serde_json::json!({
+                "model": args.model, "max_tokens": 96, "temperature": args.temperature, "top_p": args.top_p,
+                "stop": ["\nTask", "\n\n"],
+            }),
+            attempts: args.seed.wrapping_mul(1_000_003),
+        })
     }
+
+    /// One generation: a new prompt, or why the model's text was not one.
+    pub async fn attempt(&mut self) -> Result<Result<String, Rejection>> {
+        self.attempts += 1;
+        // 6 seeds and 2 earlier generated prompts (more seeds while there are fewer).
+        let earlier: Vec<&str> = self.generated.choose_multiple(&mut self.rng, 2).map(String::as_str).collect();
+        let mut shots: Vec<&str> = self.seeds.choose_multiple(&mut self.rng, 8 - earlier.len()).map(String::as_str).collect();
+        shots.extend(earlier);
+        let mut body = self.body.clone();
+        body["prompt"] = few_shot(&shots).into();
+        body["seed"] = self.attempts.into();
+        let response = crate::bench::post_json(&self.client, &self.url, &body).await?;
+        let outcome = self.filter.check(response["choices"][0]["text"].as_str().unwrap_or_default());
+        if let Ok(prompt) = &outcome {
+            self.generated.push(prompt.clone());
+        }
+        Ok(outcome)
+    }
+}
+
+/// Generates prompts until `count` are accepted or `max_attempts` are spent, storing
+/// each accepted one.
+pub async fn create(args: &SelfInstructArgs) -> Result<Report> {
     let store = Store::connect_lazy(&args.database_url)?;
     store.migrate().await.context("migrating the database")?;
-    let stored = store.prompt_texts(None).await?;
-    let mut generated: Vec<String> = store.prompt_texts(Some("self_instruct")).await?;
-    let mut filter = Filter::new(stored.into_iter().chain(seeds.iter().cloned()), args.max_similarity, args.min_words, args.max_words);
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)).build()?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
+    let mut writer = Writer::new(args, &store).await?;
     let mut report = Report::default();
     let max_attempts = args.max_attempts.unwrap_or(args.count * 10);
     while report.accepted < args.count && report.attempts < max_attempts {
         report.attempts += 1;
-        // 6 seeds and 2 earlier generated prompts (more seeds while there are fewer).
-        let earlier: Vec<&str> = generated.choose_multiple(&mut rng, 2).map(String::as_str).collect();
-        let mut shots: Vec<&str> = seeds.choose_multiple(&mut rng, 8 - earlier.len()).map(String::as_str).collect();
-        shots.extend(earlier);
-        let body = serde_json::json!({
-            "model": args.model, "prompt": few_shot(&shots), "max_tokens": 96,
-            "temperature": args.temperature, "top_p": args.top_p, "stop": ["\nTask", "\n\n"],
-            "seed": args.seed.wrapping_add(report.attempts as u64),
-        });
-        let response = crate::bench::post_json(&client, &format!("{}/v1/completions", args.url.trim_end_matches('/')), &body).await?;
-        let text = response["choices"][0]["text"].as_str().unwrap_or_default();
-        match filter.check(text) {
+        match writer.attempt().await? {
             Ok(prompt) => {
                 let messages = serde_json::json!([{"role": "user", "content": prompt}]);
-                let id = store.insert_prompt(&messages, "self_instruct", args.iteration).await?;
-                report.prompt_ids.push(id);
+                report.prompt_ids.push(store.insert_prompt(&messages, "self_instruct", args.iteration).await?);
                 report.accepted += 1;
-                generated.push(prompt);
             }
             Err(reason) => *report.rejected.entry(reason).or_default() += 1,
         }

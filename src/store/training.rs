@@ -271,6 +271,46 @@ impl Store {
         Ok((pairs, prompts))
     }
 
+    /// The checkpoint a successful DPO run made from `base_id`, if any.
+    pub async fn output_of_base(&self, base_id: i64) -> Result<Option<i64>, sqlx::Error> {
+        Ok(sqlx::query_scalar!(
+            "SELECT output_checkpoint_id FROM training_runs
+             WHERE base_checkpoint_id = $1 AND kind = 'dpo' AND status = 'succeeded' ORDER BY id DESC LIMIT 1",
+            base_id
+        )
+        .fetch_optional(&self.pool)
+        .await?
+        .flatten())
+    }
+
+    /// Prompts of `source` and `iteration` that checkpoint `checkpoint_id` has answered.
+    pub async fn count_prompts(&self, source: &str, iteration: i32, checkpoint_id: i64) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar!(
+            r#"SELECT count(DISTINCT p.id) AS "n!" FROM prompts p JOIN candidates c ON c.prompt_id = p.id
+               WHERE p.source = $1 AND p.iteration = $2 AND c.checkpoint_id = $3"#,
+            source,
+            iteration,
+            checkpoint_id
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Stores what `srlm loop` measured for the iteration that started from `base_id`.
+    pub async fn record_iteration(&self, iteration: i32, base_id: i64, output_id: i64, report: &serde_json::Value) -> Result<(), sqlx::Error> {
+        sqlx::query!(
+            "INSERT INTO iteration_reports (iteration, base_checkpoint_id, output_checkpoint_id, report) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (base_checkpoint_id) DO UPDATE SET report = EXCLUDED.report, output_checkpoint_id = EXCLUDED.output_checkpoint_id",
+            iteration,
+            base_id,
+            output_id,
+            report
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// A run's status and per-step metrics, in step order.
     pub async fn run_steps(&self, run_id: i64) -> Result<Vec<serde_json::Value>, sqlx::Error> {
         sqlx::query_scalar!("SELECT metrics FROM training_steps WHERE run_id = $1 ORDER BY step", run_id).fetch_all(&self.pool).await

@@ -2,6 +2,7 @@
 //! real Postgres (DATABASE_URL, migrated at startup), listening on a loopback port.
 
 use std::sync::{Arc, OnceLock};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -180,5 +181,16 @@ pub async fn own_database(name: &str) -> Store {
     let store = Store::connect_lazy(&format!("{server}/{name}")).unwrap();
     store.migrate().await.unwrap();
     store
+}
+
+
+/// `srlm serve` options for `model` on the native engine, as the CLI parses them.
+pub fn serve_args(model: &Path) -> srlm::cli::ServeArgs {
+    use clap::Parser;
+    let cli = srlm::cli::Cli::parse_from(["srlm", "serve", "--database-url", "postgres://unused", "--engine", "native", "--max-seqs", "8"]);
+    let srlm::cli::Command::Serve(mut args) = cli.command else { unreachable!() };
+    args.model = model.to_string_lossy().into_owned();
+    assert_eq!(args.engine, srlm::cli::EngineChoice::Native);
+    args
 }
 

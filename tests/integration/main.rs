@@ -9,6 +9,7 @@ mod engines;
 mod errors;
 mod ops;
 mod selfinstruct;
+mod selfloop;
 mod selfreward;
 mod sdk;
 mod swap;

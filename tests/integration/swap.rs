@@ -9,20 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use srlm::cli::{EngineChoice, ServeArgs};
 use srlm::store::Store;
 use srlm::AppState;
 
-use crate::common::{model_path, own_database, rt, test_limits};
-
-fn serve_args(model: &Path) -> ServeArgs {
-    use clap::Parser;
-    let cli = srlm::cli::Cli::parse_from(["srlm", "serve", "--database-url", "postgres://unused", "--engine", "native", "--max-seqs", "8"]);
-    let srlm::cli::Command::Serve(mut args) = cli.command else { unreachable!() };
-    args.model = model.to_string_lossy().into_owned();
-    assert_eq!(args.engine, EngineChoice::Native);
-    args
-}
+use crate::common::{model_path, own_database, rt, serve_args, test_limits};
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     serde_json::from_str(&client.get(url).send().await.unwrap().text().await.unwrap()).unwrap()

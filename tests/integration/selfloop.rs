@@ -1,0 +1,96 @@
+//! `srlm loop` end to end on a server of its own (small settings): two iterations make
+//! M1 → M2 → M3 with full lineage, and a rerun picks up prompts already answered.
+
+use std::sync::Arc;
+
+use srlm::selfloop::{iterate, LoopArgs};
+use srlm::AppState;
+
+use crate::common::{database_url, model_path, own_database, rt, serve_args, test_limits};
+
+#[test]
+fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicates() {
+    rt().block_on(async {
+        let store = own_database("srlm_test_loop").await;
+        let url = format!("{}/srlm_test_loop", database_url().rsplit_once('/').unwrap().0);
+        let dir = std::env::temp_dir().join(format!("srlm-loop-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let m1 = dir.join("m1.gguf");
+        let _ = std::fs::remove_file(&m1);
+        std::os::unix::fs::symlink(model_path(), &m1).unwrap();
+        let seeds = dir.join("seeds.jsonl");
+        let seed_prompts = [
+            "Explain what a rainbow is.",
+            "List three uses of vinegar at home.",
+            "Write a two-line poem about coffee.",
+            "How does a bicycle stay upright?",
+            "Give a tip for saving money on groceries.",
+            "What is photosynthesis?",
+            "Describe a cat to someone who has never seen one.",
+            "Why do we have seasons?",
+        ];
+        std::fs::write(&seeds, seed_prompts.iter().map(|p| serde_json::json!({"prompt": p}).to_string()).collect::<Vec<_>>().join("\n")).unwrap();
+
+        let args = serve_args(&m1);
+        let engine = srlm::serve::load_engine(&args).await.unwrap();
+        let mut state = AppState::new(engine.clone(), store.clone(), test_limits());
+        state.loader = Some(srlm::serve::loader(&args));
+        state.admin_token = Some(Arc::new("loop-token".into()));
+        let m1_row = store.activate_served("m1", &m1.to_string_lossy(), "gguf").await.unwrap();
+        state.set_registered(&engine, m1_row.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, srlm::app(state)).await.unwrap() });
+
+        let loop_args = LoopArgs {
+            url: base.clone(),
+            database_url: url,
+            admin_token: "loop-token".into(),
+            iterations: 1,
+            prompts: 2,
+            seeds,
+            n: 2,
+            samples: 1,
+            method: "expected".into(),
+            max_tokens: 16,
+            concurrency: 2,
+            min_pairs: 1,
+            train_args: ["--batch-size=2", "--max-len=160", "--dtype=q8_0"].map(String::from).to_vec(),
+            seed: 5,
+        };
+        // As if an earlier run died after answering one prompt of iteration 1.
+        let client = reqwest::Client::new();
+        let body = serde_json::json!({"messages": [{"role": "user", "content": "Name two planets in the solar system."}], "n": 2,
+            "max_tokens": 16, "judge": {"samples": 1, "method": "expected"}, "source": "self_instruct", "iteration": 1});
+        srlm::bench::post_json(&client, &format!("{base}/generate"), &body).await.expect("a recorded generation");
+
+        let first = iterate(&loop_args, &store).await.expect("iteration 1");
+        assert_eq!((first["prompts_answered_before"].as_u64(), first["prompts_answered_this_run"].as_u64()), (Some(1), Some(1)), "{first}");
+        let second = iterate(&loop_args, &store).await.expect("iteration 2");
+        eprintln!("iteration 1: {first}\niteration 2: {second}");
+
+        let m2 = first["output_checkpoint_id"].as_i64().unwrap();
+        let m3 = second["output_checkpoint_id"].as_i64().unwrap();
+        let c2 = store.checkpoint(m2).await.unwrap().unwrap();
+        let c3 = store.checkpoint(m3).await.unwrap().unwrap();
+        assert_eq!((c2.parent_id, c2.iteration), (Some(m1_row.id), 1));
+        assert_eq!((c3.parent_id, c3.iteration, c3.status.as_str()), (Some(m2), 2, "active"));
+        for (it, base_id) in [(1, m1_row.id), (2, m2)] {
+            let prompts: i64 = sqlx::query_scalar("SELECT count(*) FROM prompts WHERE source = 'self_instruct' AND iteration = $1")
+                .bind(it)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            assert_eq!(prompts, 2, "iteration {it}: exactly --prompts prompts, none duplicated");
+            let run = store.run_producing(if it == 1 { m2 } else { m3 }).await.unwrap().expect("a training run");
+            assert_eq!(run.base_checkpoint_id, Some(base_id));
+            let (pairs, from_prompts) = store.pairs_of_run(run.id).await.unwrap();
+            assert!(!pairs.is_empty() && !from_prompts.is_empty());
+        }
+        let reports: i64 = sqlx::query_scalar("SELECT count(*) FROM iteration_reports").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(reports, 2);
+        // Rerunning a finished iteration's training is not possible twice: the base has its output.
+        assert_eq!(store.output_of_base(m1_row.id).await.unwrap(), Some(m2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
