@@ -161,11 +161,15 @@ fn read_seeds(path: &std::path::Path) -> Result<Vec<String>> {
         .collect()
 }
 
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Report {
+    /// Generations tried.
     pub attempts: usize,
     pub accepted: usize,
+    /// Rejections by reason: empty, too_short, too_long, duplicate, near_duplicate.
+    #[schema(value_type = Object)]
     pub rejected: BTreeMap<Rejection, usize>,
+    /// The stored prompts.
     pub prompt_ids: Vec<i64>,
 }
 
@@ -175,24 +179,63 @@ pub async fn run(args: SelfInstructArgs) -> Result<()> {
     Ok(())
 }
 
+/// What continues the few-shot text: a server over HTTP, or the served engine itself.
+pub enum Completer {
+    Http { client: reqwest::Client, url: String, model: String },
+    Engine(crate::engine::SharedEngine),
+}
+
+impl Completer {
+    pub fn http(args: &SelfInstructArgs) -> Result<Self> {
+        Ok(Self::Http {
+            client: reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)).build()?,
+            url: format!("{}/v1/completions", args.url.trim_end_matches('/')),
+            model: args.model.clone(),
+        })
+    }
+
+    async fn complete(&self, prompt: String, temperature: f64, top_p: f64, seed: u64) -> Result<String> {
+        let stop = vec!["\nTask".to_string(), "\n\n".to_string()];
+        match self {
+            Self::Http { client, url, model } => {
+                let body = serde_json::json!({
+                    "model": model, "prompt": prompt, "max_tokens": 96, "temperature": temperature, "top_p": top_p,
+                    "stop": stop, "seed": seed,
+                });
+                let response = crate::bench::post_json(client, url, &body).await?;
+                Ok(response["choices"][0]["text"].as_str().unwrap_or_default().to_string())
+            }
+            Self::Engine(engine) => {
+                let sampling = crate::engine::SamplingConfig { temperature: temperature as f32, top_p: top_p as f32, seed, ..crate::engine::SamplingConfig::greedy() };
+                let generation = crate::engine::Generation { prompt: crate::engine::Prompt::Text(prompt), sampling, max_tokens: 96, stop };
+                Ok(crate::engine::complete(engine.as_ref(), generation).await.map_err(|e| anyhow::anyhow!("{e}"))?.text)
+            }
+        }
+    }
+}
+
 /// Writes prompts one attempt at a time, remembering what it accepted.
 pub struct Writer {
     seeds: Vec<String>,
     generated: Vec<String>,
     filter: Filter,
-    client: reqwest::Client,
+    completer: Completer,
     rng: rand::rngs::StdRng,
-    url: String,
-    body: serde_json::Value,
+    temperature: f64,
+    top_p: f64,
     attempts: u64,
 }
 
 impl Writer {
-    /// Reads the seeds and every stored prompt (the duplicate filter's memory).
-    pub async fn new(args: &SelfInstructArgs, store: &Store) -> Result<Self> {
+    /// Reads the seeds file and every stored prompt (the duplicate filter's memory).
+    pub async fn new(args: &SelfInstructArgs, store: &Store, completer: Completer) -> Result<Self> {
         let seeds = read_seeds(&args.seeds)?;
+        Self::with_seeds(seeds, args, store, completer).await
+    }
+
+    pub async fn with_seeds(seeds: Vec<String>, args: &SelfInstructArgs, store: &Store, completer: Completer) -> Result<Self> {
         if seeds.len() < 6 {
-            bail!("{}: need at least 6 seed prompts, found {}", args.seeds.display(), seeds.len());
+            bail!("self-instruction needs at least 6 seed prompts, got {}", seeds.len());
         }
         let stored = store.prompt_texts(None).await?;
         let generated = store.prompt_texts(Some("self_instruct")).await?;
@@ -201,13 +244,10 @@ impl Writer {
             seeds,
             generated,
             filter,
-            client: reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)).build()?,
+            completer,
             rng: rand::rngs::StdRng::seed_from_u64(args.seed),
-            url: format!("{}/v1/completions", args.url.trim_end_matches('/')),
-            body: serde_json::json!({
-                "model": args.model, "max_tokens": 96, "temperature": args.temperature, "top_p": args.top_p,
-                "stop": ["\nTask", "\n\n"],
-            }),
+            temperature: args.temperature,
+            top_p: args.top_p,
             attempts: args.seed.wrapping_mul(1_000_003),
         })
     }
@@ -219,11 +259,8 @@ impl Writer {
         let earlier: Vec<&str> = self.generated.choose_multiple(&mut self.rng, 2).map(String::as_str).collect();
         let mut shots: Vec<&str> = self.seeds.choose_multiple(&mut self.rng, 8 - earlier.len()).map(String::as_str).collect();
         shots.extend(earlier);
-        let mut body = self.body.clone();
-        body["prompt"] = few_shot(&shots).into();
-        body["seed"] = self.attempts.into();
-        let response = crate::bench::post_json(&self.client, &self.url, &body).await?;
-        let outcome = self.filter.check(response["choices"][0]["text"].as_str().unwrap_or_default());
+        let text = self.completer.complete(few_shot(&shots), self.temperature, self.top_p, self.attempts).await?;
+        let outcome = self.filter.check(&text);
         if let Ok(prompt) = &outcome {
             self.generated.push(prompt.clone());
         }
@@ -236,7 +273,12 @@ impl Writer {
 pub async fn create(args: &SelfInstructArgs) -> Result<Report> {
     let store = Store::connect_lazy(&args.database_url)?;
     store.migrate().await.context("migrating the database")?;
-    let mut writer = Writer::new(args, &store).await?;
+    let writer = Writer::new(args, &store, Completer::http(args)?).await?;
+    write_prompts(writer, args, &store).await
+}
+
+/// The accept-and-store loop of [`create`], for any writer.
+pub async fn write_prompts(mut writer: Writer, args: &SelfInstructArgs, store: &Store) -> Result<Report> {
     let mut report = Report::default();
     let max_attempts = args.max_attempts.unwrap_or(args.count * 10);
     while report.accepted < args.count && report.attempts < max_attempts {

@@ -151,7 +151,7 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
             max_words: 150,
             seed: args.seed.wrapping_add(iteration as u64 * 7919 + done as u64),
         };
-        let mut writer = Writer::new(&si, store).await?;
+        let mut writer = Writer::new(&si, store, crate::selfinstruct::Completer::http(&si)?).await?;
         let mut running: JoinSet<Result<Value>> = JoinSet::new();
         let mut accepted = 0;
         while accepted < need && tally.attempts < need * 10 {

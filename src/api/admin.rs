@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -21,7 +21,79 @@ use super::{ApiError, AppState, Served};
 use crate::store::Checkpoint;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(activate_checkpoint)).routes(routes!(rollback))
+    OpenApiRouter::new().routes(routes!(activate_checkpoint)).routes(routes!(rollback)).routes(routes!(self_instruct))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+pub struct SelfInstructRequest {
+    /// New prompts to accept (1–256).
+    pub count: usize,
+    /// Iteration to store them under (default: the served checkpoint's iteration + 1).
+    pub iteration: Option<i32>,
+    /// Seed prompts (at least 6; default: the server's `data/seed_prompts.jsonl`).
+    pub seeds: Option<Vec<String>>,
+    /// Give up after this many generations (default: 10 × count).
+    pub max_attempts: Option<usize>,
+}
+
+/// Create prompts (self-instruction)
+///
+/// The served model writes new prompts from 8 few-shot examples (6 seeds, 2 earlier
+/// generated ones; temperature 0.6, top-p 0.9); empty, too short, too long, duplicate
+/// and near-duplicate ones (ROUGE-L ≥ 0.7 against every stored prompt) are rejected,
+/// the rest stored with source `self_instruct`.
+#[utoipa::path(
+    post,
+    path = "/admin/self-instruct",
+    tag = "admin",
+    security(("admin_token" = [])),
+    request_body = SelfInstructRequest,
+    responses(
+        (status = 200, body = crate::selfinstruct::Report),
+        (status = 400, description = "Invalid count or seeds", body = ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
+        (status = 403, description = "Admin routes disabled", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn self_instruct(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    super::ApiJson(request): super::ApiJson<SelfInstructRequest>,
+) -> Result<Json<crate::selfinstruct::Report>, ApiError> {
+    use crate::selfinstruct::{write_prompts, Completer, SelfInstructArgs, Writer};
+    authorize(&state, &headers)?;
+    if !(1..=256).contains(&request.count) {
+        return Err(ApiError::field("count", format!("count must be between 1 and 256, got {}", request.count)));
+    }
+    let served = state.current();
+    let defaults = SelfInstructArgs {
+        url: String::new(),
+        database_url: String::new(),
+        seeds: "data/seed_prompts.jsonl".into(),
+        count: request.count,
+        max_attempts: request.max_attempts,
+        iteration: request.iteration.unwrap_or_else(|| served.checkpoint.as_ref().map_or(1, |c| c.iteration + 1)),
+        model: "current".into(),
+        temperature: 0.6,
+        top_p: 0.9,
+        max_similarity: 0.7,
+        min_words: 3,
+        max_words: 150,
+        seed: rand::random(),
+    };
+    let completer = Completer::Engine(served.engine.clone());
+    let writer = match request.seeds {
+        Some(seeds) if seeds.len() < 6 => return Err(ApiError::field("seeds", format!("seeds must hold at least 6 prompts, got {}", seeds.len()))),
+        Some(seeds) => Writer::with_seeds(seeds, &defaults, &state.store, completer).await,
+        None => Writer::new(&defaults, &state.store, completer).await,
+    }
+    .map_err(|e| ApiError::field("seeds", format!("{e:#}")))?;
+    let report = write_prompts(writer, &defaults, &state.store).await.map_err(|e| match e.downcast_ref::<sqlx::Error>() {
+        Some(_) => ApiError::DatabaseUnavailable(format!("{e:#}")),
+        None => ApiError::Internal(e),
+    })?;
+    Ok(Json(report))
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

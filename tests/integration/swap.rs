@@ -51,6 +51,12 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
         let a_row = store.activate_served("swap-a", &a.to_string_lossy(), "gguf").await.unwrap();
         state.set_registered(&engine, a_row.clone());
         srlm::api::admin::follow(state.clone());
+        // A second replica on the same database follows the same announcements.
+        let replica_engine = srlm::serve::load_engine(&args).await.unwrap();
+        let mut replica = AppState::new(replica_engine.clone(), store.clone(), test_limits());
+        replica.loader = Some(srlm::serve::loader(&args));
+        replica.set_registered(&replica_engine, a_row.clone());
+        srlm::api::admin::follow(replica.clone());
         let b_id = register(&store, "swap-b", &b, Some(a_row.id)).await;
         let c_id = register(&store, "swap-c", &a.with_file_name("swap-c.gguf"), Some(b_id)).await;
         std::os::unix::fs::symlink(model_path(), dir.join("swap-c.gguf")).unwrap();
@@ -124,6 +130,7 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
         tokio::time::sleep(Duration::from_millis(800)).await;
 
         // A trainer's announcement (what `srlm train` sends on registration): C follows.
+        let announced = std::time::Instant::now();
         sqlx::query("SELECT pg_notify($1, $2)").bind(srlm::store::CHECKPOINT_CHANNEL).bind(c_id.to_string()).execute(store.pool()).await.unwrap();
         let mut followed = false;
         for _ in 0..100 {
@@ -135,6 +142,39 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(followed, "the server followed the announced checkpoint");
+        eprintln!("announce → serving C: {:.2} s", announced.elapsed().as_secs_f64());
+        for _ in 0..100 {
+            if replica.checkpoint_id() == Some(c_id) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(replica.checkpoint_id(), Some(c_id), "the replica followed too");
+        assert_eq!(replica.current().engine.info().name, "swap-c");
+
+        // Self-instruction through the admin API, with the served engine writing.
+        let seeds: Vec<String> = (0..8).map(|i| format!("Seed task number {i}: describe a {} in detail.", ["cat", "tree", "river", "city", "song", "meal", "game", "cloud"][i])).collect();
+        let (client2, base2) = (client.clone(), base.clone());
+        let post = |body: Value| {
+            let (client, base) = (client2.clone(), base2.clone());
+            async move {
+                let r = client
+                    .post(format!("{base}/admin/self-instruct"))
+                    .bearer_auth("sesame")
+                    .header("content-type", "application/json")
+                    .body(serde_json::to_vec(&body).unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), serde_json::from_str::<Value>(&r.text().await.unwrap()).unwrap())
+            }
+        };
+        let (status, err) = post(json!({"count": 0})).await;
+        assert_eq!((status, err["error"]["param"].as_str()), (400, Some("count")), "{err}");
+        let (status, report) = post(json!({"count": 1, "seeds": seeds, "max_attempts": 4, "iteration": 9})).await;
+        assert_eq!(status, 200, "{report}");
+        let rejected: u64 = report["rejected"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(report["accepted"].as_u64().unwrap() + rejected, report["attempts"].as_u64().unwrap(), "{report}");
         tokio::time::sleep(Duration::from_millis(800)).await;
 
         stop.store(true, Ordering::Relaxed);
