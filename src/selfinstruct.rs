@@ -54,6 +54,27 @@ pub struct SelfInstructArgs {
     pub seed: u64,
 }
 
+impl SelfInstructArgs {
+    /// The paper's settings (temperature 0.6, top-p 0.9) and the default filters.
+    pub fn new(url: &str, database_url: &str, seeds: PathBuf, count: usize, iteration: i32) -> Self {
+        Self {
+            url: url.to_string(),
+            database_url: database_url.to_string(),
+            seeds,
+            count,
+            max_attempts: None,
+            iteration,
+            model: "current".into(),
+            temperature: 0.6,
+            top_p: 0.9,
+            max_similarity: 0.7,
+            min_words: 3,
+            max_words: 150,
+            seed: 0,
+        }
+    }
+}
+
 /// Lower-cased alphanumeric words.
 fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()

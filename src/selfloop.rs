@@ -137,19 +137,8 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
     let need = args.prompts.saturating_sub(done);
     if need > 0 {
         let si = SelfInstructArgs {
-            url: base.clone(),
-            database_url: args.database_url.clone(),
-            seeds: args.seeds.clone(),
-            count: need,
-            max_attempts: None,
-            iteration,
-            model: "current".into(),
-            temperature: 0.6,
-            top_p: 0.9,
-            max_similarity: 0.7,
-            min_words: 3,
-            max_words: 150,
             seed: args.seed.wrapping_add(iteration as u64 * 7919 + done as u64),
+            ..SelfInstructArgs::new(&base, &args.database_url, args.seeds.clone(), need, iteration)
         };
         let mut writer = Writer::new(&si, store, crate::selfinstruct::Completer::http(&si)?).await?;
         let mut running: JoinSet<Result<Value>> = JoinSet::new();

@@ -67,20 +67,11 @@ pub async fn self_instruct(
         return Err(ApiError::field("count", format!("count must be between 1 and 256, got {}", request.count)));
     }
     let served = state.current();
+    let iteration = request.iteration.unwrap_or_else(|| served.checkpoint.as_ref().map_or(1, |c| c.iteration + 1));
     let defaults = SelfInstructArgs {
-        url: String::new(),
-        database_url: String::new(),
-        seeds: "data/seed_prompts.jsonl".into(),
-        count: request.count,
         max_attempts: request.max_attempts,
-        iteration: request.iteration.unwrap_or_else(|| served.checkpoint.as_ref().map_or(1, |c| c.iteration + 1)),
-        model: "current".into(),
-        temperature: 0.6,
-        top_p: 0.9,
-        max_similarity: 0.7,
-        min_words: 3,
-        max_words: 150,
         seed: rand::random(),
+        ..SelfInstructArgs::new("", "", "data/seed_prompts.jsonl".into(), request.count, iteration)
     };
     let completer = Completer::Engine(served.engine.clone());
     let writer = match request.seeds {
@@ -97,34 +88,9 @@ pub async fn self_instruct(
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct CheckpointOut {
-    pub id: i64,
-    pub name: String,
-    pub parent_id: Option<i64>,
-    pub iteration: i32,
-    pub path: String,
-    pub format: String,
-    pub status: String,
-}
-
-impl From<&Checkpoint> for CheckpointOut {
-    fn from(c: &Checkpoint) -> Self {
-        Self {
-            id: c.id,
-            name: c.name.clone(),
-            parent_id: c.parent_id,
-            iteration: c.iteration,
-            path: c.path.clone(),
-            format: c.format.clone(),
-            status: c.status.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SwapResponse {
     /// The checkpoint now serving.
-    pub checkpoint: CheckpointOut,
+    pub checkpoint: Checkpoint,
     /// The model name clients see for it.
     pub model: String,
     pub previous_checkpoint_id: Option<i64>,
@@ -158,7 +124,7 @@ pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiErro
     let checkpoint = state.store.checkpoint(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("no checkpoint {id}")))?;
     if before.checkpoint_id() == Some(id) {
         return Ok(SwapResponse {
-            checkpoint: (&checkpoint).into(),
+            checkpoint,
             model: before.engine.info().name.clone(),
             previous_checkpoint_id: Some(id),
             load_seconds: 0.0,
@@ -182,7 +148,7 @@ pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiErro
     let model = engine.info().name.clone();
     state.replace(Served { engine, checkpoint: Some(active.clone()) });
     tracing::info!(checkpoint_id = id, previous = ?before.checkpoint_id(), load_seconds, model = %model, "checkpoint swapped in");
-    Ok(SwapResponse { checkpoint: (&active).into(), model, previous_checkpoint_id: before.checkpoint_id(), load_seconds })
+    Ok(SwapResponse { checkpoint: active, model, previous_checkpoint_id: before.checkpoint_id(), load_seconds })
 }
 
 /// Activate a checkpoint

@@ -8,10 +8,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::admin::CheckpointOut;
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
 use crate::store::training::RunRow;
+use crate::store::Checkpoint;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(get_checkpoint))
@@ -20,8 +20,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CheckpointLineage {
     #[serde(flatten)]
-    pub checkpoint: CheckpointOut,
-    pub parent: Option<CheckpointOut>,
+    pub checkpoint: Checkpoint,
+    pub parent: Option<Checkpoint>,
     /// The run that produced it (none for a checkpoint registered by `srlm serve`).
     pub training_run: Option<RunRow>,
     /// Ids of the pairs it was trained on.
@@ -58,8 +58,8 @@ pub async fn get_checkpoint(State(state): State<AppState>, Path(id): Path<i64>) 
         None => (Vec::new(), Vec::new()),
     };
     Ok(Json(CheckpointLineage {
-        checkpoint: (&checkpoint).into(),
-        parent: parent.as_ref().map(Into::into),
+        checkpoint,
+        parent,
         training_run: run,
         pair_ids,
         prompt_ids,

@@ -24,21 +24,7 @@ fn self_instruct_stores_new_prompts_and_accounts_for_every_attempt() {
         ];
         let lines: Vec<String> = prompts.iter().map(|p| serde_json::json!({ "prompt": p }).to_string()).collect();
         std::fs::write(&seeds, lines.join("\n")).unwrap();
-        let args = SelfInstructArgs {
-            url: s.base.clone(),
-            database_url: database_url(),
-            seeds,
-            count: 2,
-            max_attempts: Some(6),
-            iteration: 7,
-            model: "current".into(),
-            temperature: 0.6,
-            top_p: 0.9,
-            max_similarity: 0.7,
-            min_words: 3,
-            max_words: 150,
-            seed: 3,
-        };
+        let args = SelfInstructArgs { max_attempts: Some(6), seed: 3, ..SelfInstructArgs::new(&s.base, &database_url(), seeds, 2, 7) };
         let report = create(&args).await.expect("self-instruction runs");
         eprintln!("self-instruct: {report:?}");
         assert!(report.attempts <= 6 && report.attempts >= report.accepted);
