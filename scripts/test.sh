@@ -12,5 +12,5 @@ python3 -c 'import openai' 2>/dev/null || python3 -m pip install --quiet --disab
 # Unit tests, engine tests, and the HTTP suite on the native engine (the CPU default)…
 cargo test --release "$@"
 # …then the HTTP suite again on mistralrs: every endpoint must work with either engine
-# (the engine, trainer and swap tests don't depend on the server's engine: run once).
-SRLM_TEST_ENGINE=mistralrs cargo test --release --test integration "$@" -- --skip engines:: --skip train:: --skip swap::
+# (the engine, trainer, swap and loop tests don't depend on the server's engine: run once).
+SRLM_TEST_ENGINE=mistralrs cargo test --release --test integration "$@" -- --skip engines:: --skip train:: --skip swap:: --skip selfloop::
