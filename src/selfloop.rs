@@ -141,6 +141,12 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
             ..SelfInstructArgs::new(&base, &args.database_url, args.seeds.clone(), need, iteration)
         };
         let mut writer = Writer::new(&si, store, crate::selfinstruct::Completer::http(&si)?).await?;
+        let bar = indicatif::ProgressBar::new(need as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} prompts judged ({eta}) {msg}")
+                .expect("a valid template"),
+        );
+        bar.set_prefix(format!("iter {iteration}"));
         let mut running: JoinSet<Result<Value>> = JoinSet::new();
         let mut accepted = 0;
         while accepted < need && tally.attempts < need * 10 {
@@ -156,6 +162,8 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
                     running.spawn(async move { crate::bench::post_json(&client, &url, &body).await });
                     while running.len() >= args.concurrency.max(1) {
                         tally.add(&running.join_next().await.expect("non-empty")??);
+                        bar.set_position(tally.prompts as u64);
+                        bar.set_message(format!("{} pairs", tally.pairs));
                     }
                 }
                 Err(reason) => *tally.rejected.entry(reason).or_default() += 1,
@@ -163,7 +171,9 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
         }
         while let Some(r) = running.join_next().await {
             tally.add(&r??);
+            bar.set_position(tally.prompts as u64);
         }
+        bar.finish_and_clear();
     }
     let data_seconds = started.elapsed().as_secs_f64();
 

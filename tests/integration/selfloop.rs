@@ -94,3 +94,78 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
+
+/// A server of its own on `db`, serving a symlink to the default model as `m1`.
+async fn loop_server(db: &str, dir: &std::path::Path) -> (srlm::store::Store, String, String, i64) {
+    let store = own_database(db).await;
+    let url = format!("{}/{db}", database_url().rsplit_once('/').unwrap().0);
+    std::fs::create_dir_all(dir).unwrap();
+    let m1 = dir.join("m1.gguf");
+    let _ = std::fs::remove_file(&m1);
+    std::os::unix::fs::symlink(model_path(), &m1).unwrap();
+    let args = serve_args(&m1);
+    let engine = srlm::serve::load_engine(&args).await.unwrap();
+    let mut state = AppState::new(engine.clone(), store.clone(), test_limits());
+    state.loader = Some(srlm::serve::loader(&args));
+    state.admin_token = Some(Arc::new("loop-token".into()));
+    let row = store.activate_served("m1", &m1.to_string_lossy(), "gguf").await.unwrap();
+    state.set_registered(&engine, row.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, srlm::app(state)).await.unwrap() });
+    (store, url, base, row.id)
+}
+
+#[test]
+fn a_loop_killed_mid_iteration_and_rerun_duplicates_nothing() {
+    rt().block_on(async {
+        let dir = std::env::temp_dir().join(format!("srlm-loop-kill-{}", std::process::id()));
+        let (store, url, base, m1) = loop_server("srlm_test_loop_kill", &dir).await;
+        let seeds = format!("{}/data/seed_prompts.jsonl", env!("CARGO_MANIFEST_DIR"));
+        let argv = [
+            "loop", "--url", &base, "--admin-token", "loop-token", "--prompts", "3", "--n", "2", "--samples", "1",
+            "--method", "expected", "--max-tokens", "16", "--concurrency", "1", "--seeds", &seeds,
+            "--train-arg=--batch-size=2", "--train-arg=--max-len=160", "--train-arg=--dtype=q8_0",
+        ];
+        let answered = || async {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM prompts WHERE source = 'self_instruct' AND iteration = 1")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        };
+        // Kill -9 the loop as soon as it has recorded its first answered prompt.
+        let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_srlm"))
+            .args(argv)
+            .env("DATABASE_URL", &url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut seen = 0;
+        for _ in 0..600 {
+            seen = answered().await;
+            if seen >= 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        first.kill().unwrap();
+        let _ = first.wait();
+        assert!((1..3).contains(&seen), "killed after {seen} of 3 prompts");
+        // The rerun finishes the iteration without repeating what was done.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_srlm")).args(argv).env("DATABASE_URL", &url).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+        assert_eq!(answered().await, 3, "exactly --prompts prompts for the iteration: {report}");
+        assert_eq!(report["prompts_answered_before"].as_i64().unwrap() + report["prompts_answered_this_run"].as_i64().unwrap(), 3);
+        let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM training_runs WHERE status = 'succeeded' AND base_checkpoint_id = $1")
+            .bind(m1)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(runs, 1);
+        let candidates: i64 = sqlx::query_scalar("SELECT count(*) FROM candidates WHERE checkpoint_id = $1").bind(m1).fetch_one(store.pool()).await.unwrap();
+        assert_eq!(candidates, 3 * 2, "n = 2 candidates per prompt, none duplicated");
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
