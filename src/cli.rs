@@ -36,9 +36,19 @@ pub enum Command {
     /// Run whole self-rewarding iterations against a running server: new prompts →
     /// judged candidates → pairs → DPO → swap → report. Resumable.
     Loop(crate::selfloop::LoopArgs),
+    /// Measure a checkpoint (through a running server).
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Train the next checkpoint: SFT from chat JSONL, or DPO on the pairs in Postgres.
     #[command(subcommand)]
     Train(TrainCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Reward-model quality: the judge's scores against a human ranking (pairwise
+    /// accuracy, 5-best %, exact match %, Spearman, Kendall τ, parse rate) per method.
+    Rm(crate::eval::rm::EvalRmArgs),
 }
 
 #[derive(Debug, Subcommand)]

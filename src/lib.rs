@@ -8,6 +8,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod engine;
+pub mod eval;
 pub mod judge;
 pub mod selfinstruct;
 pub mod selfloop;

@@ -1,5 +1,5 @@
 use clap::Parser;
-use srlm::cli::{BenchCommand, Cli, Command, TrainCommand};
+use srlm::cli::{BenchCommand, Cli, Command, EvalCommand, TrainCommand};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,6 +32,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Loop(args) => {
             srlm::telemetry::init(cli.log_format);
             srlm::selfloop::run(args).await
+        }
+        Command::Eval(EvalCommand::Rm(args)) => {
+            srlm::telemetry::init(cli.log_format);
+            srlm::eval::rm::run(args).await
         }
         Command::Train(train) => {
             srlm::telemetry::init(cli.log_format);

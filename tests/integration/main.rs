@@ -7,6 +7,7 @@ mod chat;
 mod concurrency;
 mod engines;
 mod errors;
+mod evalrm;
 mod ops;
 mod selfinstruct;
 mod selfloop;

@@ -1,0 +1,3 @@
+//! `srlm eval`: the paper's measurements of a checkpoint.
+
+pub mod rm;
