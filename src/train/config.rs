@@ -83,4 +83,21 @@ impl LlamaConfig {
     pub fn kv_dim(&self) -> usize {
         self.kv_heads * self.head_dim
     }
+
+    /// cos and sin of the rotary angles of positions `0..positions`, row-major
+    /// `[positions, head_dim / 2]` (frequency i is θ^(−2i/head_dim)), computed in f64.
+    pub fn rope_tables(&self, positions: usize) -> (Vec<f64>, Vec<f64>) {
+        let half = self.head_dim / 2;
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for pos in 0..positions {
+            for i in 0..half {
+                let freq = 1.0 / (self.rope_theta as f64).powf((2 * i) as f64 / self.head_dim as f64);
+                let angle = pos as f64 * freq;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        (cos, sin)
+    }
 }

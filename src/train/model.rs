@@ -473,24 +473,16 @@ impl Layer {
     }
 }
 
+/// [`LlamaConfig::rope_tables`] with each row's half repeated, `[positions, head_dim]`,
+/// to multiply both halves of a head at once.
 fn rope_tables(c: &LlamaConfig, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
-    let half = c.head_dim / 2;
     let positions = c.max_positions.min(1 << 16);
-    let mut cos = Vec::with_capacity(positions * c.head_dim);
-    let mut sin = Vec::with_capacity(positions * c.head_dim);
-    for p in 0..positions {
-        for j in 0..c.head_dim {
-            let freq = 1.0 / (c.rope_theta as f64).powf((2 * (j % half)) as f64 / c.head_dim as f64);
-            let angle = p as f64 * freq;
-            cos.push(angle.cos());
-            sin.push(angle.sin());
-        }
-    }
-    let shape = (positions, c.head_dim);
-    Ok((
-        Tensor::from_vec(cos, shape, device)?.to_dtype(dtype)?,
-        Tensor::from_vec(sin, shape, device)?.to_dtype(dtype)?,
-    ))
+    let (cos, sin) = c.rope_tables(positions);
+    let both = |t: Vec<f64>| -> Result<Tensor> {
+        let rows: Vec<f64> = t.chunks(c.head_dim / 2).flat_map(|row| row.iter().chain(row).copied()).collect();
+        Ok(Tensor::from_vec(rows, (positions, c.head_dim), device)?.to_dtype(dtype)?)
+    };
+    Ok((both(cos)?, both(sin)?))
 }
 
 /// Additive causal mask for `group` query heads stacked along the rows: `[group·t, t]`.

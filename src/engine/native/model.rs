@@ -97,17 +97,8 @@ impl NativeModel {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let half = config.head_dim / 2;
-        let mut cos = Vec::with_capacity(config.max_positions * half);
-        let mut sin = Vec::with_capacity(config.max_positions * half);
-        for pos in 0..config.max_positions {
-            for i in 0..half {
-                let freq = 1.0 / (config.rope_theta as f64).powf(2.0 * i as f64 / config.head_dim as f64);
-                let angle = pos as f64 * freq;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
+        let (cos, sin) = config.rope_tables(config.max_positions);
+        let (cos, sin) = (cos.iter().map(|&x| x as f32).collect(), sin.iter().map(|&x| x as f32).collect());
         Ok(Self {
             embed: flat(&w.embed)?,
             norm: flat(&w.norm)?,

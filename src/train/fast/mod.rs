@@ -109,6 +109,9 @@ pub struct Cache {
     inv: Vec<f32>,
     hn: Vec<f32>,
     probs: Vec<f32>,
+    /// The rotary tables of the batch's positions.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
 }
 
 struct Weights<'a> {
@@ -179,20 +182,10 @@ impl<'a> Weights<'a> {
     }
 }
 
+/// The rotary tables of positions `0..t` in f32, `[t, head_dim / 2]`.
 fn rope_tables(model: &Model, t: usize) -> (Vec<f32>, Vec<f32>) {
-    let c = &model.config;
-    let half = c.head_dim / 2;
-    let mut cos = Vec::with_capacity(t * half);
-    let mut sin = Vec::with_capacity(t * half);
-    for p in 0..t {
-        for i in 0..half {
-            let freq = 1.0 / (c.rope_theta as f64).powf((2 * i) as f64 / c.head_dim as f64);
-            let angle = p as f64 * freq;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    (cos, sin)
+    let (cos, sin) = model.config.rope_tables(t);
+    (cos.iter().map(|&x| x as f32).collect(), sin.iter().map(|&x| x as f32).collect())
 }
 
 fn batch_ids(batch: &Batch) -> Result<(usize, usize, Vec<u32>, Vec<u32>, Vec<u32>)> {
@@ -264,7 +257,7 @@ pub fn forward(model: &Model, batch: &Batch, keep: bool) -> Result<(Vec<f32>, Op
             }
         }
     });
-    let cache = keep.then(|| Cache { layers: caches, xs, inv, hn, probs: logits });
+    let cache = keep.then(|| Cache { layers: caches, xs, inv, hn, probs: logits, cos, sin });
     Ok((logp, cache))
 }
 
@@ -333,8 +326,7 @@ pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32], grads
     let n_rows = b * t;
     let n = rows.len();
     let scale = 1.0 / (hd as f32).sqrt();
-    let (cos, sin) = rope_tables(model, t);
-    let Cache { layers: mut caches, xs, inv, hn, probs: mut dlogits } = cache;
+    let Cache { layers: mut caches, xs, inv, hn, probs: mut dlogits, cos, sin } = cache;
 
     let embed_trained = matches!(model.embed, Param::Trained(_));
 
