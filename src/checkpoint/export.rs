@@ -10,7 +10,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Tensor;
 
 use super::gguf::WeightType;
-use crate::train::weights::{permute, LlamaWeights};
+use crate::train::weights::{permute, rope_heads, LlamaWeights, LAYER_TENSORS};
 
 /// llama.cpp's `general.file_type` for the weight type.
 fn file_type(to: WeightType) -> u32 {
@@ -38,16 +38,13 @@ fn gguf_tensors(w: &LlamaWeights, to: WeightType) -> Result<Vec<(String, QTensor
     let c = &w.config;
     let mut out = vec![("token_embd.weight".to_string(), encode(&w.embed, to)?)];
     for (i, l) in w.layers.iter().enumerate() {
-        let name = |n: &str| format!("blk.{i}.{n}.weight");
-        out.push((name("attn_norm"), encode(&l.attn_norm, to)?));
-        out.push((name("attn_q"), encode(&permute(&l.q, c.heads)?, to)?));
-        out.push((name("attn_k"), encode(&permute(&l.k, c.kv_heads)?, to)?));
-        out.push((name("attn_v"), encode(&l.v, to)?));
-        out.push((name("attn_output"), encode(&l.o, to)?));
-        out.push((name("ffn_norm"), encode(&l.ffn_norm, to)?));
-        out.push((name("ffn_gate"), encode(&l.gate, to)?));
-        out.push((name("ffn_up"), encode(&l.up, to)?));
-        out.push((name("ffn_down"), encode(&l.down, to)?));
+        for (j, (t, (name, _))) in l.tensors().into_iter().zip(LAYER_TENSORS).enumerate() {
+            let t = match rope_heads(j, c) {
+                Some(heads) => permute(t, heads)?,
+                None => t.clone(),
+            };
+            out.push((format!("blk.{i}.{name}.weight"), encode(&t, to)?));
+        }
     }
     out.push(("output_norm.weight".to_string(), encode(&w.norm, to)?));
     if w.lm_head.id() != w.embed.id() {
@@ -84,19 +81,8 @@ pub fn write_safetensors(base: &Path, weights: &LlamaWeights, dst: &Path) -> Res
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     tensors.insert("model.embed_tokens.weight".into(), weights.embed.clone());
     for (i, l) in weights.layers.iter().enumerate() {
-        let p = |n: &str| format!("model.layers.{i}.{n}.weight");
-        for (name, t) in [
-            ("input_layernorm", &l.attn_norm),
-            ("self_attn.q_proj", &l.q),
-            ("self_attn.k_proj", &l.k),
-            ("self_attn.v_proj", &l.v),
-            ("self_attn.o_proj", &l.o),
-            ("post_attention_layernorm", &l.ffn_norm),
-            ("mlp.gate_proj", &l.gate),
-            ("mlp.up_proj", &l.up),
-            ("mlp.down_proj", &l.down),
-        ] {
-            tensors.insert(p(name), t.clone());
+        for (t, (_, name)) in l.tensors().into_iter().zip(LAYER_TENSORS) {
+            tensors.insert(format!("model.layers.{i}.{name}.weight"), t.clone());
         }
     }
     tensors.insert("model.norm.weight".into(), weights.norm.clone());

@@ -460,7 +460,23 @@ impl Model {
 }
 
 impl Layer {
-    fn linears(&self) -> [(&'static str, &Linear); 7] {
+    /// The weights (a projection's base weight, without its adapter) in
+    /// [`super::weights::LAYER_TENSORS`] order.
+    pub fn weights(&self) -> [&Param; 9] {
+        [
+            &self.attn_norm,
+            &self.q.weight,
+            &self.k.weight,
+            &self.v.weight,
+            &self.o.weight,
+            &self.ffn_norm,
+            &self.gate.weight,
+            &self.up.weight,
+            &self.down.weight,
+        ]
+    }
+
+    pub(crate) fn linears(&self) -> [(&'static str, &Linear); 7] {
         [
             ("q", &self.q),
             ("k", &self.k),

@@ -24,6 +24,58 @@ pub struct LayerWeights {
     pub down: Tensor,
 }
 
+/// A layer's tensors in [`LayerWeights::tensors`] order, each with its name in GGUF
+/// (`blk.N.<name>.weight`) and in HF safetensors (`model.layers.N.<name>.weight`).
+pub const LAYER_TENSORS: [(&str, &str); 9] = [
+    ("attn_norm", "input_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
+/// Positions in [`LAYER_TENSORS`] order.
+pub const ATTN_NORM: usize = 0;
+pub const Q: usize = 1;
+pub const K: usize = 2;
+pub const V: usize = 3;
+pub const O: usize = 4;
+pub const FFN_NORM: usize = 5;
+pub const GATE: usize = 6;
+pub const UP: usize = 7;
+pub const DOWN: usize = 8;
+
+/// The heads tensor `j` of a layer is split into when it is q or k: GGUF stores those
+/// two permuted for interleaved RoPE.
+pub fn rope_heads(j: usize, config: &LlamaConfig) -> Option<usize> {
+    match j {
+        Q => Some(config.heads),
+        K => Some(config.kv_heads),
+        _ => None,
+    }
+}
+
+impl LayerWeights {
+    pub fn from_array([attn_norm, q, k, v, o, ffn_norm, gate, up, down]: [Tensor; 9]) -> Self {
+        Self { attn_norm, q, k, v, o, ffn_norm, gate, up, down }
+    }
+
+    /// The tensors in [`LAYER_TENSORS`] order.
+    pub fn tensors(&self) -> [&Tensor; 9] {
+        [&self.attn_norm, &self.q, &self.k, &self.v, &self.o, &self.ffn_norm, &self.gate, &self.up, &self.down]
+    }
+
+    /// Builds a layer from `get(j)` for each position `j` of [`LAYER_TENSORS`].
+    fn build(get: impl FnMut(usize) -> Result<Tensor>) -> Result<Self> {
+        let tensors: Vec<Tensor> = (0..LAYER_TENSORS.len()).map(get).collect::<Result<_>>()?;
+        Ok(Self::from_array(tensors.try_into().expect("one tensor per name")))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LlamaWeights {
     pub config: LlamaConfig,
@@ -71,18 +123,9 @@ impl LlamaWeights {
             layers: self
                 .layers
                 .iter()
-                .map(|l| -> Result<LayerWeights> {
-                    Ok(LayerWeights {
-                        attn_norm: mv(&l.attn_norm)?,
-                        q: mv(&l.q)?,
-                        k: mv(&l.k)?,
-                        v: mv(&l.v)?,
-                        o: mv(&l.o)?,
-                        ffn_norm: mv(&l.ffn_norm)?,
-                        gate: mv(&l.gate)?,
-                        up: mv(&l.up)?,
-                        down: mv(&l.down)?,
-                    })
+                .map(|l| {
+                    let ts = l.tensors();
+                    LayerWeights::build(|j| Ok(mv(ts[j])?))
                 })
                 .collect::<Result<Vec<_>>>()?,
             norm: mv(&self.norm)?,
@@ -104,18 +147,13 @@ impl LlamaWeights {
         let embed = load("token_embd.weight")?;
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
-            let p = |n: &str| format!("blk.{i}.{n}.weight");
-            layers.push(LayerWeights {
-                attn_norm: load(&p("attn_norm"))?,
-                q: unpermute(&load(&p("attn_q"))?, config.heads)?,
-                k: unpermute(&load(&p("attn_k"))?, config.kv_heads)?,
-                v: load(&p("attn_v"))?,
-                o: load(&p("attn_output"))?,
-                ffn_norm: load(&p("ffn_norm"))?,
-                gate: load(&p("ffn_gate"))?,
-                up: load(&p("ffn_up"))?,
-                down: load(&p("ffn_down"))?,
-            });
+            layers.push(LayerWeights::build(|j| {
+                let t = load(&format!("blk.{i}.{}.weight", LAYER_TENSORS[j].0))?;
+                match rope_heads(j, &config) {
+                    Some(heads) => unpermute(&t, heads),
+                    None => Ok(t),
+                }
+            })?);
         }
         let norm = load("output_norm.weight")?;
         let lm_head = if content.tensor_infos.contains_key("output.weight") { load("output.weight")? } else { embed.clone() };
@@ -137,18 +175,7 @@ impl LlamaWeights {
         let embed = take("model.embed_tokens.weight")?;
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
-            let p = |n: &str| format!("model.layers.{i}.{n}.weight");
-            layers.push(LayerWeights {
-                attn_norm: take(&p("input_layernorm"))?,
-                q: take(&p("self_attn.q_proj"))?,
-                k: take(&p("self_attn.k_proj"))?,
-                v: take(&p("self_attn.v_proj"))?,
-                o: take(&p("self_attn.o_proj"))?,
-                ffn_norm: take(&p("post_attention_layernorm"))?,
-                gate: take(&p("mlp.gate_proj"))?,
-                up: take(&p("mlp.up_proj"))?,
-                down: take(&p("mlp.down_proj"))?,
-            });
+            layers.push(LayerWeights::build(|j| take(&format!("model.layers.{i}.{}.weight", LAYER_TENSORS[j].1)))?);
         }
         let norm = take("model.norm.weight")?;
         let lm_head = take("lm_head.weight").unwrap_or_else(|_| embed.clone());

@@ -25,6 +25,7 @@ mod kernels;
 use kernels::{attention, attention_back, dw_acc, dy_w, rms_norm, rms_norm_back, rope, sigmoid, x_wt};
 
 use super::model::{Batch, Layer, Linear, Model, Param};
+use super::weights::{ATTN_NORM, DOWN, FFN_NORM, GATE, K, O, Q, UP, V};
 
 /// A read-locked view of a weight's f32 values.
 struct View<'a> {
@@ -121,43 +122,17 @@ struct Weights<'a> {
     head: Option<View<'a>>,
 }
 
-const ATTN_NORM: usize = 0;
-const Q: usize = 1;
-const K: usize = 2;
-const V: usize = 3;
-const O: usize = 4;
-const FFN_NORM: usize = 5;
-const GATE: usize = 6;
-const UP: usize = 7;
-const DOWN: usize = 8;
-
+/// A layer's weights in [`LAYER_TENSORS`](super::weights::LAYER_TENSORS) order; with
+/// `base_only` LoRA adapters are left out, otherwise a layer with any is refused.
 fn layer_tensors(l: &Layer, base_only: bool) -> Result<[&Tensor; 9]> {
-    Ok([
-        param_tensor(&l.attn_norm),
-        linear_tensor(&l.q, base_only)?,
-        linear_tensor(&l.k, base_only)?,
-        linear_tensor(&l.v, base_only)?,
-        linear_tensor(&l.o, base_only)?,
-        param_tensor(&l.ffn_norm),
-        linear_tensor(&l.gate, base_only)?,
-        linear_tensor(&l.up, base_only)?,
-        linear_tensor(&l.down, base_only)?,
-    ])
+    if !base_only && l.linears().iter().any(|(_, lin)| lin.lora.is_some()) {
+        bail!("the fast trainer does not do LoRA");
+    }
+    Ok(l.weights().map(param_tensor))
 }
 
 fn layer_trained(l: &Layer) -> [bool; 9] {
-    let p = |p: &Param| matches!(p, Param::Trained(_));
-    [
-        p(&l.attn_norm),
-        p(&l.q.weight),
-        p(&l.k.weight),
-        p(&l.v.weight),
-        p(&l.o.weight),
-        p(&l.ffn_norm),
-        p(&l.gate.weight),
-        p(&l.up.weight),
-        p(&l.down.weight),
-    ]
+    l.weights().map(|p| matches!(p, Param::Trained(_)))
 }
 
 impl<'a> Weights<'a> {
@@ -166,8 +141,8 @@ impl<'a> Weights<'a> {
             .layers
             .iter()
             .map(|l| -> Result<[View<'a>; 9]> {
-                let ts = layer_tensors(l, base_only)?;
-                Ok([View::of(ts[0])?, View::of(ts[1])?, View::of(ts[2])?, View::of(ts[3])?, View::of(ts[4])?, View::of(ts[5])?, View::of(ts[6])?, View::of(ts[7])?, View::of(ts[8])?])
+                let views: Vec<View<'a>> = layer_tensors(l, base_only)?.into_iter().map(View::of).collect::<Result<_>>()?;
+                Ok(views.try_into().unwrap_or_else(|_| unreachable!("nine weights")))
             })
             .collect::<Result<Vec<_>>>()?;
         let head = match &model.lm_head {
@@ -306,8 +281,7 @@ impl Grads {
         }
         put(&model.norm, self.norm)?;
         for (layer, g) in model.layers.iter().zip(self.layers) {
-            let params = [&layer.attn_norm, &layer.q.weight, &layer.k.weight, &layer.v.weight, &layer.o.weight, &layer.ffn_norm, &layer.gate.weight, &layer.up.weight, &layer.down.weight];
-            for (p, g) in params.into_iter().zip(g) {
+            for (p, g) in layer.weights().into_iter().zip(g) {
                 put(p, g)?;
             }
         }
