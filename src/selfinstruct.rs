@@ -292,8 +292,7 @@ impl Writer {
 /// Generates prompts until `count` are accepted or `max_attempts` are spent, storing
 /// each accepted one.
 pub async fn create(args: &SelfInstructArgs) -> Result<Report> {
-    let store = Store::connect_lazy(&args.database_url)?;
-    store.migrate().await.context("migrating the database")?;
+    let store = Store::connect_migrated(&args.database_url).await.context("connecting to and migrating the database")?;
     let writer = Writer::new(args, &store, Completer::http(args)?).await?;
     write_prompts(writer, args, &store).await
 }

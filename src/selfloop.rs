@@ -104,8 +104,7 @@ impl Tally {
 }
 
 pub async fn run(args: LoopArgs) -> Result<()> {
-    let store = Store::connect_lazy(&args.database_url)?;
-    store.migrate().await.context("migrating the database")?;
+    let store = Store::connect_migrated(&args.database_url).await.context("connecting to and migrating the database")?;
     for _ in 0..args.iterations {
         let report = iterate(&args, &store).await?;
         print_table(&report);

@@ -37,6 +37,14 @@ impl Store {
         &self.pool
     }
 
+    /// A pool for the commands (`srlm train`, `loop`, `self-instruct`): the database
+    /// must answer now, and is migrated before anything else.
+    pub async fn connect_migrated(url: &str) -> Result<Self, sqlx::migrate::MigrateError> {
+        let store = Self::connect_lazy(url)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
     /// Applies the migrations in `migrations/` that have not run yet.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         sqlx::migrate!("./migrations").run(&self.pool).await

@@ -23,7 +23,7 @@ use crate::checkpoint::export;
 use crate::cli::{DpoArgs, SftArgs, TrainArgs};
 use crate::engine::ChatMessage;
 use crate::store::training::{ClaimedPair, NewCheckpoint, RunCounts};
-use crate::store::Store;
+use crate::store::{Checkpoint, Store};
 
 impl TrainArgs {
     pub fn trainable(&self) -> Trainable {
@@ -267,8 +267,7 @@ fn report(summary: &Summary, extra: serde_json::Value) {
 }
 
 pub async fn dpo(args: DpoArgs) -> Result<()> {
-    let store = Store::connect_lazy(&args.database_url)?;
-    store.migrate().await.context("migrating the database")?;
+    let store = Store::connect_migrated(&args.database_url).await.context("connecting to and migrating the database")?;
     if !args.watch {
         return dpo_once(&store, &args).await;
     }
@@ -348,20 +347,35 @@ async fn dpo_once(store: &Store, args: &DpoArgs) -> Result<()> {
         Ok(r) => r,
         Err(e) => return Err(fail(&store, run_id, &worker, Some(&out), e).await),
     };
+    let new = new_checkpoint(&common, &out, Some(&base));
+    let registered = register(&store, run_id, &worker, &out, &new, &ids, run_counts(&summary, counts)).await?;
+    // Pairs skipped for length go back for a trainer with a longer --max-len.
+    store.release_pairs(&worker).await?;
+    report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path,
+        "parent_id": base.id, "iteration": registered.iteration, "truncated": counts.truncated, "skipped": counts.skipped}));
+    Ok(())
+}
+
+/// The row for a run's output at `out`, child of `parent` (iteration 1 without one).
+fn new_checkpoint(common: &TrainArgs, out: &Path, parent: Option<&Checkpoint>) -> NewCheckpoint {
     let name = common.name.clone().unwrap_or_else(|| out.file_stem().map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned()));
-    let new = NewCheckpoint { name, path: absolute(&out), format: format_of(&out).into(), parent_id: Some(base.id), iteration: base.iteration + 1 };
-    let run_counts = run_counts(&summary, counts);
-    match store.finish_run(run_id, &worker, &new, &ids, run_counts).await {
-        Ok(registered) => {
-            // Pairs skipped for length go back for a trainer with a longer --max-len.
-            store.release_pairs(&worker).await?;
-            report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path,
-                "parent_id": base.id, "iteration": registered.iteration, "truncated": counts.truncated, "skipped": counts.skipped}));
-            Ok(())
-        }
+    NewCheckpoint {
+        name,
+        path: absolute(out),
+        format: format_of(out).into(),
+        parent_id: parent.map(|p| p.id),
+        iteration: parent.map_or(1, |p| p.iteration + 1),
+    }
+}
+
+/// Registers the written checkpoint and finishes the run; if that fails, the file is
+/// removed and the run marked failed.
+async fn register(store: &Store, run_id: i64, worker: &str, out: &Path, new: &NewCheckpoint, pair_ids: &[i64], counts: RunCounts) -> Result<Checkpoint> {
+    match store.finish_run(run_id, worker, new, pair_ids, counts).await {
+        Ok(registered) => Ok(registered),
         Err(e) => {
-            let _ = remove_output(&out);
-            Err(fail(&store, run_id, &worker, None, e.into()).await)
+            let _ = remove_output(out);
+            Err(fail(store, run_id, worker, None, e.into()).await)
         }
     }
 }
@@ -453,8 +467,7 @@ pub async fn sft(args: SftArgs) -> Result<()> {
         report(&summary, serde_json::json!({"path": absolute(&out), "truncated": counts.truncated, "skipped": counts.skipped, "wall_seconds": started.elapsed().as_secs_f64()}));
         return Ok(());
     };
-    let store = Store::connect_lazy(url)?;
-    store.migrate().await.context("migrating the database")?;
+    let store = Store::connect_migrated(url).await.context("connecting to and migrating the database")?;
     let parent = store.checkpoint_by_path(&absolute(&args.model)).await?;
     let worker = worker_name();
     let config = serde_json::json!({"optim": optim, "trainable": common.trainable(), "max_len": common.max_len,
@@ -466,21 +479,8 @@ pub async fn sft(args: SftArgs) -> Result<()> {
         Ok(s) => s,
         Err(e) => return Err(fail(&store, run_id, &worker, Some(&out), e).await),
     };
-    let name = common.name.clone().unwrap_or_else(|| out.file_stem().map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned()));
-    let new = NewCheckpoint {
-        name,
-        path: absolute(&out),
-        format: format_of(&out).into(),
-        parent_id: parent.as_ref().map(|p| p.id),
-        iteration: parent.as_ref().map_or(1, |p| p.iteration + 1),
-    };
-    let registered = match store.finish_run(run_id, &worker, &new, &[], run_counts(&summary, counts)).await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = remove_output(&out);
-            return Err(fail(&store, run_id, &worker, None, e.into()).await);
-        }
-    };
+    let new = new_checkpoint(&common, &out, parent.as_ref());
+    let registered = register(&store, run_id, &worker, &out, &new, &[], run_counts(&summary, counts)).await?;
     report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path, "iteration": registered.iteration}));
     Ok(())
 }

@@ -246,23 +246,32 @@ pub fn train_dpo(model: &Model, pairs: &[PairTokens], dpo: &DpoConfig, cfg: &Opt
     Ok(summary)
 }
 
-/// The loss of pairs `chunk` as its share of the mean over `step_len` pairs.
-fn dpo_micro(model: &Model, pairs: &[PairTokens], reference: &[(f64, f64)], dpo: &DpoConfig, chunk: &[usize], step_len: usize) -> Result<(Tensor, DpoSums, usize)> {
-    let device = model.embed.value().device().clone();
-    let dtype = model.embed.value().dtype();
+/// The pairs `chunk` as one batch (chosen sequences, then rejected), and their tokens.
+fn chunk_batch(pairs: &[PairTokens], chunk: &[usize], device: &candle_core::Device) -> Result<(Batch, usize)> {
     let refs: Vec<&PairTokens> = chunk.iter().map(|&i| &pairs[i]).collect();
-    let batch = pair_batch(&refs, &device)?;
-    let lp = model.sequence_logprobs(&batch, true, dpo.loss.uses_mean_logprobs())?;
-    let m = chunk.len();
-    let (pc, pr) = (lp.narrow(0, 0, m)?, lp.narrow(0, m, m)?);
+    Ok((pair_batch(&refs, device)?, refs.iter().map(|p| p.tokens()).sum()))
+}
+
+/// The DPO loss of pairs `chunk` from the policy's log-probs `pc`, `pr` (chosen,
+/// rejected), as its share of the mean over `step_len` pairs, and its measurement sums.
+fn chunk_loss(dpo: &DpoConfig, reference: &[(f64, f64)], chunk: &[usize], pc: &Tensor, pr: &Tensor, step_len: usize) -> Result<(Tensor, DpoSums)> {
     let column = |f: fn(&(f64, f64)) -> f64| -> Result<Tensor> {
-        Ok(Tensor::from_vec(chunk.iter().map(|&i| f(&reference[i])).collect::<Vec<_>>(), m, &device)?.to_dtype(dtype)?)
+        let values: Vec<f64> = chunk.iter().map(|&i| f(&reference[i])).collect();
+        Ok(Tensor::from_vec(values, chunk.len(), pc.device())?.to_dtype(pc.dtype())?)
     };
     let (rc, rr) = (column(|r| r.0)?, column(|r| r.1)?);
-    let losses = dpo::loss(dpo, &pc, &pr, &rc, &rr)?;
+    let losses = dpo::loss(dpo, pc, pr, &rc, &rr)?;
     let sums = DpoSums::of(dpo, &losses, &pc.detach(), &pr.detach(), &rc, &rr)?;
-    let loss = (losses.sum_all()? / step_len as f64)?;
-    Ok((loss, sums, refs.iter().map(|p| p.tokens()).sum()))
+    Ok(((losses.sum_all()? / step_len as f64)?, sums))
+}
+
+/// The loss of pairs `chunk` as its share of the mean over `step_len` pairs.
+fn dpo_micro(model: &Model, pairs: &[PairTokens], reference: &[(f64, f64)], dpo: &DpoConfig, chunk: &[usize], step_len: usize) -> Result<(Tensor, DpoSums, usize)> {
+    let (batch, tokens) = chunk_batch(pairs, chunk, model.embed.value().device())?;
+    let lp = model.sequence_logprobs(&batch, true, dpo.loss.uses_mean_logprobs())?;
+    let m = chunk.len();
+    let (loss, sums) = chunk_loss(dpo, reference, chunk, &lp.narrow(0, 0, m)?, &lp.narrow(0, m, m)?, step_len)?;
+    Ok((loss, sums, tokens))
 }
 
 /// Per-sequence sums (or means) of token values, and each sequence's token count.
@@ -294,19 +303,15 @@ fn dpo_micro_fast(
     grads: &mut fast::Grads,
 ) -> Result<(DpoSums, usize)> {
     let device = candle_core::Device::Cpu;
-    let refs: Vec<&PairTokens> = chunk.iter().map(|&i| &pairs[i]).collect();
-    let batch = pair_batch(&refs, &device)?;
+    let (batch, tokens) = chunk_batch(pairs, chunk, &device)?;
     let mean = dpo.loss.uses_mean_logprobs();
     let (token_lp, cache) = fast::forward(model, &batch, true)?;
     let (seq, counts) = per_sequence(&batch, &token_lp, mean);
     let m = chunk.len();
     let pc = Var::from_vec(seq[..m].to_vec(), m, &device)?;
     let pr = Var::from_vec(seq[m..].to_vec(), m, &device)?;
-    let rc = Tensor::from_vec(chunk.iter().map(|&i| reference[i].0).collect::<Vec<_>>(), m, &device)?;
-    let rr = Tensor::from_vec(chunk.iter().map(|&i| reference[i].1).collect::<Vec<_>>(), m, &device)?;
-    let losses = dpo::loss(dpo, pc.as_tensor(), pr.as_tensor(), &rc, &rr)?;
-    let sums = DpoSums::of(dpo, &losses, pc.as_tensor(), pr.as_tensor(), &rc, &rr)?;
-    let g = (losses.sum_all()? / step_len as f64)?.backward()?;
+    let (loss, sums) = chunk_loss(dpo, reference, chunk, pc.as_tensor(), pr.as_tensor(), step_len)?;
+    let g = loss.backward()?;
     let grad_of = |v: &Var| -> Result<Vec<f64>> {
         Ok(match g.get(v.as_tensor()) {
             Some(t) => t.to_vec1::<f64>()?,
@@ -320,7 +325,7 @@ fn dpo_micro_fast(
         .map(|&s| (dseq[s] / if mean { counts[s].max(1) as f64 } else { 1.0 }) as f32)
         .collect();
     fast::backward(model, &batch, cache.expect("kept"), &dlogp, grads)?;
-    Ok((sums, refs.iter().map(|p| p.tokens()).sum()))
+    Ok((sums, tokens))
 }
 
 #[derive(Default)]
