@@ -9,6 +9,10 @@ use crate::common::{database_url, rt, server};
 fn self_instruct_stores_new_prompts_and_accounts_for_every_attempt() {
     rt().block_on(async {
         let s = server();
+        // The shared test database keeps what earlier runs (and the other engine's pass)
+        // stored; this test's own prompts (iteration 7) would make the same seeds' output
+        // a duplicate, so they go first.
+        sqlx::query("DELETE FROM prompts WHERE source = 'self_instruct' AND iteration = 7").execute(s.state.store.pool()).await.unwrap();
         let dir = std::env::temp_dir().join(format!("srlm-selfinstruct-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let seeds = dir.join("seeds.jsonl");
