@@ -172,15 +172,32 @@ pub fn content(response: &Value, choice: usize) -> String {
 
 /// A fresh, migrated database for a test that changes global state (which checkpoint
 /// is active, which pairs are claimable).
-pub async fn own_database(name: &str) -> Store {
+pub async fn own_database(name: &str) -> (Store, String) {
     let url = database_url();
     let (server, _) = url.rsplit_once('/').expect("a database URL");
     let admin = Store::connect_lazy(&format!("{server}/postgres")).unwrap();
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(admin.pool()).await;
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(admin.pool()).await.unwrap();
-    let store = Store::connect_lazy(&format!("{server}/{name}")).unwrap();
-    store.migrate().await.unwrap();
-    store
+    let url = format!("{server}/{name}");
+    let store = Store::connect_migrated(&url).await.unwrap();
+    (store, url)
+}
+
+/// A server of a test's own on loopback: `model` loaded the way `srlm serve` does, the
+/// active checkpoint `name` in `store`, hot-swap enabled under `admin_token`.
+pub async fn own_server(store: &Store, model: &Path, name: &str, admin_token: &str) -> (String, AppState, srlm::store::Checkpoint) {
+    let args = serve_args(model);
+    let engine = srlm::serve::load_engine(&args).await.unwrap();
+    let mut state = AppState::new(engine.clone(), store.clone(), test_limits());
+    state.loader = Some(srlm::serve::loader(&args));
+    state.admin_token = Some(Arc::new(admin_token.into()));
+    let row = store.activate_served(name, &model.to_string_lossy(), "gguf").await.unwrap();
+    state.set_registered(&engine, row.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = srlm::app(state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, state, row)
 }
 
 

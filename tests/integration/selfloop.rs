@@ -1,23 +1,15 @@
 //! `srlm loop` end to end on a server of its own (small settings): two iterations make
 //! M1 → M2 → M3 with full lineage, and a rerun picks up prompts already answered.
 
-use std::sync::Arc;
-
 use srlm::selfloop::{iterate, LoopArgs};
-use srlm::AppState;
 
-use crate::common::{database_url, model_path, own_database, rt, serve_args, test_limits};
+use crate::common::{model_path, own_database, own_server, rt};
 
 #[test]
 fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicates() {
     rt().block_on(async {
-        let store = own_database("srlm_test_loop").await;
-        let url = format!("{}/srlm_test_loop", database_url().rsplit_once('/').unwrap().0);
         let dir = std::env::temp_dir().join(format!("srlm-loop-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let m1 = dir.join("m1.gguf");
-        let _ = std::fs::remove_file(&m1);
-        std::os::unix::fs::symlink(model_path(), &m1).unwrap();
+        let (store, url, base, m1_row) = loop_server("srlm_test_loop", &dir).await;
         let seeds = dir.join("seeds.jsonl");
         let seed_prompts = [
             "Explain what a rainbow is.",
@@ -30,17 +22,6 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
             "Why do we have seasons?",
         ];
         std::fs::write(&seeds, seed_prompts.iter().map(|p| serde_json::json!({"prompt": p}).to_string()).collect::<Vec<_>>().join("\n")).unwrap();
-
-        let args = serve_args(&m1);
-        let engine = srlm::serve::load_engine(&args).await.unwrap();
-        let mut state = AppState::new(engine.clone(), store.clone(), test_limits());
-        state.loader = Some(srlm::serve::loader(&args));
-        state.admin_token = Some(Arc::new("loop-token".into()));
-        let m1_row = store.activate_served("m1", &m1.to_string_lossy(), "gguf").await.unwrap();
-        state.set_registered(&engine, m1_row.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, srlm::app(state)).await.unwrap() });
 
         let loop_args = LoopArgs {
             url: base.clone(),
@@ -95,25 +76,15 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
     });
 }
 
-/// A server of its own on `db`, serving a symlink to the default model as `m1`.
-async fn loop_server(db: &str, dir: &std::path::Path) -> (srlm::store::Store, String, String, i64) {
-    let store = own_database(db).await;
-    let url = format!("{}/{db}", database_url().rsplit_once('/').unwrap().0);
+/// A database and a server of their own, serving a symlink to the default model as `m1`.
+async fn loop_server(db: &str, dir: &std::path::Path) -> (srlm::store::Store, String, String, srlm::store::Checkpoint) {
+    let (store, url) = own_database(db).await;
     std::fs::create_dir_all(dir).unwrap();
     let m1 = dir.join("m1.gguf");
     let _ = std::fs::remove_file(&m1);
     std::os::unix::fs::symlink(model_path(), &m1).unwrap();
-    let args = serve_args(&m1);
-    let engine = srlm::serve::load_engine(&args).await.unwrap();
-    let mut state = AppState::new(engine.clone(), store.clone(), test_limits());
-    state.loader = Some(srlm::serve::loader(&args));
-    state.admin_token = Some(Arc::new("loop-token".into()));
-    let row = store.activate_served("m1", &m1.to_string_lossy(), "gguf").await.unwrap();
-    state.set_registered(&engine, row.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, srlm::app(state)).await.unwrap() });
-    (store, url, base, row.id)
+    let (base, _, row) = own_server(&store, &m1, "m1", "loop-token").await;
+    (store, url, base, row)
 }
 
 #[test]
@@ -121,6 +92,7 @@ fn a_loop_killed_mid_iteration_and_rerun_duplicates_nothing() {
     rt().block_on(async {
         let dir = std::env::temp_dir().join(format!("srlm-loop-kill-{}", std::process::id()));
         let (store, url, base, m1) = loop_server("srlm_test_loop_kill", &dir).await;
+        let m1 = m1.id;
         let seeds = format!("{}/data/seed_prompts.jsonl", env!("CARGO_MANIFEST_DIR"));
         let argv = [
             "loop", "--url", &base, "--admin-token", "loop-token", "--prompts", "3", "--n", "2", "--samples", "1",

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use srlm::store::Store;
 use srlm::AppState;
 
-use crate::common::{model_path, own_database, rt, serve_args, test_limits};
+use crate::common::{model_path, own_database, own_server, rt, serve_args, test_limits};
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     serde_json::from_str(&client.get(url).send().await.unwrap().text().await.unwrap()).unwrap()
@@ -32,7 +32,7 @@ async fn register(store: &Store, name: &str, path: &Path, parent: Option<i64>) -
 #[test]
 fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint() {
     rt().block_on(async {
-        let store = own_database("srlm_test_swap").await;
+        let (store, _) = own_database("srlm_test_swap").await;
         let dir = std::env::temp_dir().join(format!("srlm-swap-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (a, b, bad) = (dir.join("swap-a.gguf"), dir.join("swap-b.gguf"), dir.join("swap-bad.gguf"));
@@ -43,14 +43,9 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
         std::fs::write(&bad, b"GGUF but not really").unwrap();
 
         // Serve A the way `srlm serve` does.
+        let (base, state, a_row) = own_server(&store, &a, "swap-a", "sesame").await;
+        srlm::api::admin::follow(state);
         let args = serve_args(&a);
-        let engine = srlm::serve::load_engine(&args).await.unwrap();
-        let mut state = AppState::new(engine.clone(), store.clone(), test_limits());
-        state.loader = Some(srlm::serve::loader(&args));
-        state.admin_token = Some(Arc::new("sesame".into()));
-        let a_row = store.activate_served("swap-a", &a.to_string_lossy(), "gguf").await.unwrap();
-        state.set_registered(&engine, a_row.clone());
-        srlm::api::admin::follow(state.clone());
         // A second replica on the same database follows the same announcements.
         let replica_engine = srlm::serve::load_engine(&args).await.unwrap();
         let mut replica = AppState::new(replica_engine.clone(), store.clone(), test_limits());
@@ -62,9 +57,6 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
         std::os::unix::fs::symlink(model_path(), dir.join("swap-c.gguf")).unwrap();
         let bad_id = register(&store, "swap-bad", &bad, Some(a_row.id)).await;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, srlm::app(state)).await.unwrap() });
         let client = reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap();
 
         // Clients: chat (some streamed) without pause until told to stop.

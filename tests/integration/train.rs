@@ -227,11 +227,7 @@ fn sft_trains_chat_jsonl_into_a_registered_first_iteration() {
 #[test]
 fn a_watching_trainer_trains_the_active_checkpoint_once_enough_pairs_exist() {
     rt().block_on(async {
-        let store = own_database("srlm_test_watch").await;
-        let url = {
-            let base = database_url();
-            format!("{}/srlm_test_watch", base.rsplit_once('/').unwrap().0)
-        };
+        let (store, url) = own_database("srlm_test_watch").await;
         let dir = std::env::temp_dir().join(format!("srlm-watch-{}", std::process::id()));
         let (base_id, _) = checkpoint_with_pairs(&store, &dir, 1).await;
         store.activate_checkpoint(base_id).await.unwrap();
