@@ -42,6 +42,27 @@ pub enum Command {
     /// Train the next checkpoint: SFT from chat JSONL, or DPO on the pairs in Postgres.
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Data in and out: Open Assistant import, pairs for TRL.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Checkpoints trained elsewhere.
+    #[command(subcommand)]
+    Checkpoints(CheckpointsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Build IFT, EFT (train and eval) and a ranked evaluation set from an Open
+    /// Assistant message-tree export.
+    ImportOasst(crate::data::oasst::ImportOasstArgs),
+    /// Write preference pairs as TRL conversational JSONL (prompt/chosen/rejected).
+    ExportPairs(crate::data::pairs::ExportPairsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CheckpointsCommand {
+    /// Register a GGUF file or HF safetensors directory trained elsewhere, with its parent.
+    Import(crate::checkpoint::import::ImportCheckpointArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -49,6 +70,13 @@ pub enum EvalCommand {
     /// Reward-model quality: the judge's scores against a human ranking (pairwise
     /// accuracy, 5-best %, exact match %, Spearman, Kendall τ, parse rate) per method.
     Rm(crate::eval::rm::EvalRmArgs),
+    /// Model A against model B on a prompt set, judged pairwise in both orders: win,
+    /// tie and loss rates, length statistics and a length-controlled win rate.
+    H2h(crate::eval::h2h::EvalH2hArgs),
+    /// A model's answers on a prompt set in AlpacaEval's model-outputs JSON.
+    ExportAlpaca(crate::eval::alpaca::ExportAlpacaArgs),
+    /// Draw a stored metric by iteration as an SVG chart.
+    Chart(crate::eval::ChartArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -255,6 +283,18 @@ pub struct ServeArgs {
     /// they answer 403.
     #[arg(long, env = "SRLM_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File of API keys (one per line, `#` comments) the inference, self-rewarding and
+    /// record routes require as `Authorization: Bearer <key>`. Without keys (here or in
+    /// --api-keys) those routes are open.
+    #[arg(long, env = "SRLM_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// API keys, comma-separated (added to --api-keys-file's).
+    #[arg(long, env = "SRLM_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<String>,
+    /// Routes served without an API key (comma-separated; a path also opens what lies
+    /// under it).
+    #[arg(long, env = "SRLM_OPEN_ROUTES", default_value = crate::api::auth::DEFAULT_OPEN_ROUTES)]
+    pub open_routes: String,
     /// Activate every checkpoint a trainer announces (Postgres LISTEN/NOTIFY), so that
     /// `srlm train dpo` results are served as soon as they are registered.
     #[arg(long, env = "SRLM_FOLLOW")]
@@ -384,4 +424,16 @@ pub struct BenchArgs {
     /// A label stored with the results (e.g. the build setting).
     #[arg(long, default_value = "")]
     pub label: String,
+}
+
+impl ServeArgs {
+    /// `srlm serve`'s options for `model` with every other flag at its default (and
+    /// the `SRLM_*` environment applied), for commands that load a model in process.
+    pub fn defaults_for(model: &str) -> anyhow::Result<Self> {
+        let cli = Cli::try_parse_from(["srlm", "serve", "--database-url", "postgres://unused", "--model", model])?;
+        match cli.command {
+            Command::Serve(args) => Ok(args),
+            _ => unreachable!("parsed as serve"),
+        }
+    }
 }

@@ -1,5 +1,5 @@
 use clap::Parser;
-use srlm::cli::{BenchCommand, Cli, Command, EvalCommand, TrainCommand};
+use srlm::cli::{BenchCommand, CheckpointsCommand, Cli, Command, DataCommand, EvalCommand, TrainCommand};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -33,9 +33,25 @@ async fn main() -> anyhow::Result<()> {
             srlm::telemetry::init(cli.log_format);
             srlm::selfloop::run(args).await
         }
-        Command::Eval(EvalCommand::Rm(args)) => {
+        Command::Eval(eval) => {
             srlm::telemetry::init(cli.log_format);
-            srlm::eval::rm::run(args).await
+            match eval {
+                EvalCommand::Rm(args) => srlm::eval::rm::run(args).await,
+                EvalCommand::H2h(args) => srlm::eval::h2h::run(args).await,
+                EvalCommand::ExportAlpaca(args) => srlm::eval::alpaca::run(args).await,
+                EvalCommand::Chart(args) => srlm::eval::chart_command(args).await,
+            }
+        }
+        Command::Data(data) => {
+            srlm::telemetry::init(cli.log_format);
+            match data {
+                DataCommand::ImportOasst(args) => srlm::data::oasst::run(args),
+                DataCommand::ExportPairs(args) => srlm::data::pairs::run(args).await,
+            }
+        }
+        Command::Checkpoints(CheckpointsCommand::Import(args)) => {
+            srlm::telemetry::init(cli.log_format);
+            srlm::checkpoint::import::run(args).await
         }
         Command::Train(train) => {
             srlm::telemetry::init(cli.log_format);

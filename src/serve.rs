@@ -35,6 +35,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     state.loader = Some(loader(&args));
     state.admin_token = args.admin_token.clone().filter(|t| !t.is_empty()).map(Arc::new);
+    state.api_keys = api::auth::ApiKeys::load(args.api_keys_file.as_deref(), args.api_keys.as_deref(), &args.open_routes)?.map(Arc::new);
+    if state.api_keys.is_some() {
+        tracing::info!(open_routes = %args.open_routes, "API keys required on the other routes");
+    }
     register_in_background(&state);
     if args.follow {
         api::admin::follow(state.clone());

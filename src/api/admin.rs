@@ -104,11 +104,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(token) = &state.admin_token else {
         return Err(ApiError::Forbidden("admin routes are disabled; start the server with --admin-token".into()));
     };
-    let given = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let given = super::auth::bearer(headers);
     if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         Ok(())
     } else {
@@ -139,6 +135,7 @@ pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiErro
         Err(err) => {
             let message = format!("loading checkpoint {id} ({}): {err:#}", checkpoint.path);
             tracing::error!(checkpoint_id = id, error = %message, "checkpoint failed to load; the old model keeps serving");
+            crate::metrics::swap("failed", None);
             state.store.mark_checkpoint_failed(id, &message).await.map_err(db)?;
             return Err(ApiError::LoadFailed(message));
         }
@@ -147,6 +144,7 @@ pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiErro
     let active = state.store.activate_checkpoint(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("no checkpoint {id}")))?;
     let model = engine.info().name.clone();
     state.replace(Served { engine, checkpoint: Some(active.clone()) });
+    crate::metrics::swap("ok", Some(started.elapsed().as_secs_f64()));
     tracing::info!(checkpoint_id = id, previous = ?before.checkpoint_id(), load_seconds, model = %model, "checkpoint swapped in");
     Ok(SwapResponse { checkpoint: active, model, previous_checkpoint_id: before.checkpoint_id(), load_seconds })
 }

@@ -264,6 +264,7 @@ pub async fn generate(
         }
         _ => None,
     };
+    crate::metrics::pair_decision(decision.as_ref());
 
     let ids = match checkpoint_id {
         None => None,

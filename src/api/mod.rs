@@ -1,6 +1,7 @@
 //! HTTP only: routes, request/response types, errors, OpenAPI.
 
 pub mod admin;
+pub mod auth;
 pub mod chat;
 pub mod completions;
 pub mod error;
@@ -107,6 +108,8 @@ pub struct AppState {
     pub loader: Option<EngineLoader>,
     /// Bearer token of the admin routes; none means they are disabled.
     pub admin_token: Option<Arc<String>>,
+    /// Keys the other routes require; none means they are open.
+    pub api_keys: Option<Arc<auth::ApiKeys>>,
     /// One swap at a time.
     pub(crate) swap: Arc<tokio::sync::Mutex<()>>,
 }
@@ -118,6 +121,7 @@ impl AppState {
             store,
             loader: None,
             admin_token: None,
+            api_keys: None,
             swap: Arc::new(tokio::sync::Mutex::new(())),
             admission: Arc::new(Semaphore::new(limits.max_in_flight)),
             judge_template: Arc::new(JudgeTemplate::default()),
@@ -133,7 +137,15 @@ impl AppState {
         self.admission
             .clone()
             .try_acquire_owned()
-            .map_err(|_| ApiError::Overloaded { limit: self.limits.max_in_flight })
+            .map_err(|_| {
+                crate::metrics::rejected("overloaded");
+                ApiError::Overloaded { limit: self.limits.max_in_flight }
+            })
+    }
+
+    /// Requests admitted and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.limits.max_in_flight.saturating_sub(self.admission.available_permits())
     }
 
     /// What is being served now.
@@ -220,6 +232,23 @@ impl utoipa::Modify for SecuritySchemes {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("admin_token", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme("api_key", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+/// Marks every operation outside the admin and default open routes as taking an API
+/// key (when the server has keys; `--open-routes` can change which are open).
+fn declare_api_keys(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::SecurityRequirement;
+    let open: Vec<&str> = auth::DEFAULT_OPEN_ROUTES.split(',').collect();
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if path.starts_with("/admin/") || open.contains(&path.as_str()) {
+            continue;
+        }
+        let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            operation.security.get_or_insert_with(Vec::new).push(SecurityRequirement::new("api_key", Vec::<String>::new()));
+        }
     }
 }
 
@@ -235,7 +264,7 @@ impl utoipa::Modify for SecuritySchemes {
         (name = "openai", description = "OpenAI-compatible inference"),
         (name = "self-rewarding", description = "Candidates, self-judging and preference pairs (also under /v1/generate and /v1/judge)"),
         (name = "records", description = "What /generate and /judge recorded, for spot-checking"),
-        (name = "ops", description = "Liveness and readiness"),
+        (name = "ops", description = "Liveness, readiness and Prometheus metrics"),
         (name = "admin", description = "Checkpoint hot-swap (bearer admin token)")
     )
 )]
@@ -252,23 +281,29 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(admin::router())
         .merge(lineage::router())
+        .merge(crate::metrics::router())
 }
 
 /// The OpenAPI document the code describes (committed as `openapi/openapi.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    let mut spec = routes().into_openapi();
+    declare_api_keys(&mut spec);
+    spec
 }
 
 /// The whole HTTP stack: routes, Swagger UI at `/docs`, the spec at `/openapi.json`,
 /// body limit and a tracing span per request.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
-    let (router, spec) = routes().split_for_parts();
+    let (router, mut spec) = routes().split_for_parts();
+    declare_api_keys(&mut spec);
     router
         .route("/v1/generate", axum::routing::post(generate::generate))
         .route("/v1/judge", axum::routing::post(judge::judge))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key))
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {

@@ -10,10 +10,11 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
+use crate::store::evaluations::Evaluation;
 use crate::store::records::{CandidateRow, JudgmentRow, PairRow, PromptRow};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_prompt)).routes(routes!(get_candidate)).routes(routes!(list_pairs))
+    OpenApiRouter::new().routes(routes!(get_prompt)).routes(routes!(get_candidate)).routes(routes!(list_pairs)).routes(routes!(list_evaluations))
 }
 
 fn db(err: sqlx::Error) -> ApiError {
@@ -87,6 +88,19 @@ pub async fn get_candidate(State(state): State<AppState>, Path(id): Path<i64>) -
 
 const MAX_PAGE: i64 = 500;
 
+/// A checked page: limit 1 to 500 (default 50), offset 0 or more.
+fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::field("limit", format!("limit must be between 1 and {MAX_PAGE}, got {limit}")));
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::field("offset", format!("offset must be 0 or more, got {offset}")));
+    }
+    Ok((limit, offset))
+}
+
 #[derive(Debug, Clone, Deserialize, IntoParams)]
 pub struct PairQuery {
     /// `available`, `claimed` or `consumed`.
@@ -128,14 +142,53 @@ pub async fn list_pairs(
             return Err(ApiError::field("status", format!("status must be available, claimed or consumed, got `{status}`")));
         }
     }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::field("limit", format!("limit must be between 1 and {MAX_PAGE}, got {limit}")));
-    }
-    let offset = q.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::field("offset", format!("offset must be 0 or more, got {offset}")));
-    }
+    let (limit, offset) = page(q.limit, q.offset)?;
     let data = state.store.pairs(q.status.as_deref(), q.checkpoint_id, limit, offset).await.map_err(db)?;
     Ok(Json(PairPage { data, limit, offset }))
+}
+
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+pub struct EvaluationQuery {
+    /// `rm` or `h2h`.
+    pub kind: Option<String>,
+    /// Only measurements of this checkpoint (rm: the judge; h2h: model A).
+    pub checkpoint_id: Option<i64>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// Rows to skip (default 0).
+    pub offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EvaluationPage {
+    pub data: Vec<Evaluation>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// What `srlm eval rm` and `srlm eval h2h` measured, oldest first
+#[utoipa::path(
+    get,
+    path = "/evaluations",
+    tag = "records",
+    params(EvaluationQuery),
+    responses(
+        (status = 200, body = EvaluationPage),
+        (status = 400, description = "Invalid filter or page", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn list_evaluations(
+    State(state): State<AppState>,
+    query: Result<Query<EvaluationQuery>, QueryRejection>,
+) -> Result<Json<EvaluationPage>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    if let Some(kind) = q.kind.as_deref() {
+        if !["rm", "h2h"].contains(&kind) {
+            return Err(ApiError::field("kind", format!("kind must be rm or h2h, got `{kind}`")));
+        }
+    }
+    let (limit, offset) = page(q.limit, q.offset)?;
+    let data = state.store.evaluations(q.kind.as_deref(), q.checkpoint_id, limit, offset).await.map_err(db)?;
+    Ok(Json(EvaluationPage { data, limit, offset }))
 }

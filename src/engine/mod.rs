@@ -158,15 +158,20 @@ pub type SharedEngine = Arc<dyn Engine>;
 
 /// Runs a generation to the end and gathers its text and log-probs.
 pub async fn complete<E: Engine + ?Sized>(engine: &E, generation: Generation) -> Result<Completion, EngineError> {
+    let started = std::time::Instant::now();
     let mut stream = engine.generate(generation).await?;
     let mut out = Completion::default();
     while let Some(event) = stream.recv().await {
         match event? {
             Event::Delta { text, logprobs } => {
+                if out.text.is_empty() && out.logprobs.is_empty() {
+                    crate::metrics::first_token(started);
+                }
                 out.text.push_str(&text);
                 out.logprobs.extend(logprobs);
             }
             Event::Done(finish) => {
+                crate::metrics::tokens(&finish);
                 out.finish = Some(finish);
                 return Ok(out);
             }

@@ -1,3 +1,81 @@
-//! `srlm eval`: the paper's measurements of a checkpoint.
+//! `srlm eval`: the paper's measurements of a checkpoint — the judge against human
+//! rankings (`rm`), one model against another (`h2h`) — stored in Postgres and charted
+//! by iteration; and the AlpacaEval export.
 
+pub mod alpaca;
+pub mod chart;
+pub mod h2h;
 pub mod rm;
+pub mod source;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::store::Store;
+
+/// Where results are kept, and the chart drawn from them.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// Postgres URL: results are stored there with the checkpoint measured (and served
+    /// at GET /evaluations). Without it they are only printed.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Also draw the stored results of this kind, metric by iteration, as an SVG file.
+    #[arg(long)]
+    pub chart: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    pub async fn connect(&self) -> Result<Option<Store>> {
+        match &self.database_url {
+            Some(url) => Ok(Some(Store::connect_migrated(url).await.context("connecting to Postgres")?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `--chart` (if given) from every stored result of `kind`.
+    pub async fn chart(&self, store: &Store, kind: &str, metric: &str) -> Result<()> {
+        if let Some(path) = &self.chart {
+            let points = chart::series(&store.evaluations(Some(kind), None, 10_000, 0).await?, metric);
+            chart::write_svg(path, &format!("{kind}: {metric} by iteration"), metric, &points)?;
+            eprintln!("chart written to {}", path.display());
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0))
+}
+
+pub(crate) fn progress(len: u64, prefix: &'static str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})").expect("a valid template"));
+    bar.set_prefix(prefix);
+    bar
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ChartArgs {
+    /// Postgres URL.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// `rm` or `h2h`.
+    #[arg(long, default_value = "rm")]
+    pub kind: String,
+    /// The metric to draw (a key of the stored metrics, e.g. pairwise_accuracy,
+    /// spearman, win_rate, lc_win_rate).
+    #[arg(long, default_value = "pairwise_accuracy")]
+    pub metric: String,
+    /// SVG file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `srlm eval chart`: a stored metric by iteration, one line per method.
+pub async fn chart_command(args: ChartArgs) -> Result<()> {
+    let store = Store::connect_migrated(&args.database_url).await?;
+    let stored = StoreArgs { database_url: Some(args.database_url.clone()), chart: Some(args.out.clone()) };
+    stored.chart(&store, &args.kind, &args.metric).await
+}

@@ -29,6 +29,16 @@ pub struct EvalRmArgs {
     /// Seed for the judge's sampling.
     #[arg(long, default_value_t = 0)]
     pub seed: i64,
+    #[command(flatten)]
+    pub store: super::StoreArgs,
+}
+
+/// What one run measured: per method, and which checkpoint judged.
+#[derive(Debug, Clone)]
+pub struct RmReport {
+    /// The judging checkpoint, as the server named it in every answer.
+    pub checkpoint_id: Option<i64>,
+    pub results: Vec<(String, RmMetrics)>,
 }
 
 /// The agreement of judge scores with human rankings.
@@ -165,7 +175,8 @@ fn read_ranked(path: &std::path::Path) -> Result<Vec<Ranked>> {
 }
 
 /// Judges every answer of the ranked set through the server's `/judge`, per method.
-pub async fn evaluate(args: &EvalRmArgs) -> Result<Vec<(String, RmMetrics)>> {
+/// Fails if the server swapped checkpoints midway (the scores would mix two judges).
+pub async fn evaluate(args: &EvalRmArgs) -> Result<RmReport> {
     let mut items = read_ranked(&args.data)?;
     if let Some(n) = args.limit {
         items.truncate(n);
@@ -173,6 +184,7 @@ pub async fn evaluate(args: &EvalRmArgs) -> Result<Vec<(String, RmMetrics)>> {
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(600)).build()?;
     let url = format!("{}/judge", args.url.trim_end_matches('/'));
     let mut out = Vec::new();
+    let mut judges = std::collections::BTreeSet::new();
     for method in &args.methods {
         let mut scores = Vec::with_capacity(items.len());
         for item in &items {
@@ -183,19 +195,22 @@ pub async fn evaluate(args: &EvalRmArgs) -> Result<Vec<(String, RmMetrics)>> {
                 async move { crate::bench::post_json(&client, &url, &body).await }
             });
             let answers = futures::future::try_join_all(judged).await?;
+            judges.extend(answers.iter().map(|r| r["checkpoint_id"].as_i64()));
             scores.push(answers.iter().map(|r| r["mean"].as_f64()).collect::<Vec<_>>());
         }
         out.push((method.clone(), metrics(&scores)));
     }
-    Ok(out)
+    anyhow::ensure!(judges.len() <= 1, "the server changed checkpoints during the evaluation (judges {judges:?}); run it again");
+    Ok(RmReport { checkpoint_id: judges.into_iter().next().flatten(), results: out })
 }
 
 pub async fn run(args: EvalRmArgs) -> Result<()> {
-    let results = evaluate(&args).await?;
-    let pct = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0));
+    let store = args.store.connect().await?;
+    let report = evaluate(&args).await?;
+    let pct = super::pct;
     let num = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
     eprintln!("{:>10} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>6}", "method", "prompts", "pairwise", "5-best", "exact", "spearman", "kendall", "parse");
-    for (method, m) in &results {
+    for (method, m) in &report.results {
         eprintln!(
             "{method:>10} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>6}",
             m.prompts,
@@ -207,7 +222,26 @@ pub async fn run(args: EvalRmArgs) -> Result<()> {
             pct(Some(m.parse_rate))
         );
     }
-    let json: serde_json::Map<String, serde_json::Value> = results.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect();
+    if let Some(store) = &store {
+        for (method, m) in &report.results {
+            let evaluation = crate::store::evaluations::NewEvaluation {
+                kind: "rm",
+                checkpoint_id: report.checkpoint_id,
+                opponent_checkpoint_id: None,
+                subject: args.url.clone(),
+                opponent: None,
+                method: method.clone(),
+                dataset: args.data.display().to_string(),
+                items: m.prompts as i32,
+                metrics: serde_json::to_value(m)?,
+                config: serde_json::json!({"samples": args.samples, "seed": args.seed}),
+            };
+            let id = store.record_evaluation(&evaluation).await?;
+            eprintln!("{method}: stored as evaluation {id}");
+        }
+        args.store.chart(store, "rm", "pairwise_accuracy").await?;
+    }
+    let json: serde_json::Map<String, serde_json::Value> = report.results.into_iter().map(|(k, v)| (k, serde_json::json!(v))).collect();
     println!("{}", serde_json::Value::Object(json));
     Ok(())
 }

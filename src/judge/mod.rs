@@ -94,6 +94,7 @@ pub async fn judge(
     )
     .await?;
     let scores: Vec<f32> = samples.iter().filter_map(|s| s.score).collect();
+    crate::metrics::judge_samples(settings.method.as_str(), samples.len(), scores.len());
     let mean = (!scores.is_empty()).then(|| scores.iter().sum::<f32>() / scores.len() as f32);
     Ok(Verdict { samples, mean })
 }

@@ -24,11 +24,7 @@ impl Default for JudgeTemplate {
 impl JudgeTemplate {
     pub fn new(text: impl Into<String>) -> Result<Self> {
         let text = text.into();
-        for placeholder in [PROMPT, RESPONSE] {
-            if text.matches(placeholder).count() != 1 {
-                bail!("a judge template must contain {placeholder} exactly once");
-            }
-        }
+        check_placeholders(&text, &[PROMPT, RESPONSE], "a judge template")?;
         Ok(Self { text })
     }
 
@@ -37,28 +33,41 @@ impl JudgeTemplate {
         Self::new(text).with_context(|| format!("judge template {}", path.display()))
     }
 
-    /// Fills the placeholders in one pass, so text inside the prompt or the response
-    /// that looks like a placeholder stays as it is.
     pub fn render(&self, prompt: &str, response: &str) -> String {
-        let mut out = String::with_capacity(self.text.len() + prompt.len() + response.len());
-        let mut rest = self.text.as_str();
-        while let Some(at) = rest.find('{') {
-            out.push_str(&rest[..at]);
-            rest = &rest[at..];
-            if let Some(after) = rest.strip_prefix(PROMPT) {
-                out.push_str(prompt);
+        fill(&self.text, &[(PROMPT, prompt), (RESPONSE, response)])
+    }
+}
+
+/// Fails unless `text` contains each placeholder exactly once.
+pub fn check_placeholders(text: &str, placeholders: &[&str], what: &str) -> Result<()> {
+    for placeholder in placeholders {
+        if text.matches(placeholder).count() != 1 {
+            bail!("{what} must contain {placeholder} exactly once");
+        }
+    }
+    Ok(())
+}
+
+/// Fills `{name}` placeholders in one pass, so text inside the values that looks like a
+/// placeholder stays as it is.
+pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + values.iter().map(|(_, v)| v.len()).sum::<usize>());
+    let mut rest = template;
+    'outer: while let Some(at) = rest.find('{') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        for (placeholder, value) in values {
+            if let Some(after) = rest.strip_prefix(placeholder) {
+                out.push_str(value);
                 rest = after;
-            } else if let Some(after) = rest.strip_prefix(RESPONSE) {
-                out.push_str(response);
-                rest = after;
-            } else {
-                out.push('{');
-                rest = &rest[1..];
+                continue 'outer;
             }
         }
-        out.push_str(rest);
-        out
+        out.push('{');
+        rest = &rest[1..];
     }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]

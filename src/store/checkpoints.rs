@@ -128,3 +128,20 @@ mod tests {
         assert!(store.activate_served("x", "/models/x.bin", "pickle").await.is_err());
     }
 }
+
+/// Inserts a new checkpoint row with status `registered`.
+pub(crate) async fn insert_checkpoint(conn: &mut sqlx::PgConnection, c: &super::training::NewCheckpoint) -> Result<Checkpoint, sqlx::Error> {
+    sqlx::query_as!(
+        Checkpoint,
+        r#"INSERT INTO checkpoints (name, path, format, parent_id, iteration, status)
+           VALUES ($1, $2, $3, $4, $5, 'registered')
+           RETURNING id, name, parent_id, iteration, path, format, status, created_at, activated_at"#,
+        c.name,
+        c.path,
+        c.format,
+        c.parent_id,
+        c.iteration
+    )
+    .fetch_one(conn)
+    .await
+}

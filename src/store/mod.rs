@@ -1,6 +1,7 @@
 //! All SQL lives here. The store knows no HTTP.
 
 pub mod checkpoints;
+pub mod evaluations;
 pub mod records;
 pub mod training;
 

@@ -205,19 +205,7 @@ impl Store {
             tx.rollback().await?;
             return Err(FinishError::LeaseLost { lost: pair_ids.len() - consumed });
         }
-        let registered = sqlx::query_as!(
-            Checkpoint,
-            r#"INSERT INTO checkpoints (name, path, format, parent_id, iteration, status)
-               VALUES ($1, $2, $3, $4, $5, 'registered')
-               RETURNING id, name, parent_id, iteration, path, format, status, created_at, activated_at"#,
-            checkpoint.name,
-            checkpoint.path,
-            checkpoint.format,
-            checkpoint.parent_id,
-            checkpoint.iteration
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let registered = super::checkpoints::insert_checkpoint(&mut tx, checkpoint).await?;
         sqlx::query!(
             "UPDATE training_runs SET status = 'succeeded', output_checkpoint_id = $2, finished_at = now(),
                  examples = $3, truncated = $4, skipped = $5, tokens = $6

@@ -203,11 +203,9 @@ pub async fn own_server(store: &Store, model: &Path, name: &str, admin_token: &s
 
 /// `srlm serve` options for `model` on the native engine, as the CLI parses them.
 pub fn serve_args(model: &Path) -> srlm::cli::ServeArgs {
-    use clap::Parser;
-    let cli = srlm::cli::Cli::parse_from(["srlm", "serve", "--database-url", "postgres://unused", "--engine", "native", "--max-seqs", "8"]);
-    let srlm::cli::Command::Serve(mut args) = cli.command else { unreachable!() };
-    args.model = model.to_string_lossy().into_owned();
-    assert_eq!(args.engine, srlm::cli::EngineChoice::Native);
+    let mut args = srlm::cli::ServeArgs::defaults_for(&model.to_string_lossy()).unwrap();
+    args.engine = srlm::cli::EngineChoice::Native;
+    args.max_seqs = 8;
     args
 }
 

@@ -5,9 +5,10 @@ mod common;
 
 mod chat;
 mod concurrency;
+mod docker;
 mod engines;
 mod errors;
-mod evalrm;
+mod evals;
 mod ops;
 mod selfinstruct;
 mod selfloop;

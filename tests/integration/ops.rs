@@ -64,3 +64,96 @@ fn committed_openapi_matches_the_code() {
         "openapi/openapi.json is stale; regenerate it with: cargo run --release -- openapi --out openapi/openapi.json"
     );
 }
+
+/// The shared server's model behind a second stack of this test's own.
+async fn own_stack(configure: impl FnOnce(&mut srlm::AppState)) -> String {
+    let s = server();
+    let mut state = srlm::AppState::new(s.state.current().engine.clone(), s.state.store.clone(), crate::common::test_limits());
+    configure(&mut state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = srlm::app(state);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[test]
+fn api_keys_guard_the_model_routes_and_leave_health_metrics_and_admin_alone() {
+    rt().block_on(async {
+        let keys = srlm::api::auth::ApiKeys::load(None, Some("sk-alpha,sk-beta"), srlm::api::auth::DEFAULT_OPEN_ROUTES).unwrap().unwrap();
+        let base = own_stack(|state| state.api_keys = Some(std::sync::Arc::new(keys))).await;
+        let client = reqwest::Client::new();
+        let get = |path: &str, key: Option<&str>| {
+            let mut request = client.get(format!("{base}{path}"));
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            request.send()
+        };
+        let refused = get("/v1/models", None).await.unwrap();
+        assert_eq!(refused.status(), 401);
+        assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "authentication_error");
+        assert_eq!(get("/v1/models", Some("sk-alph")).await.unwrap().status(), 401);
+        assert_eq!(get("/pairs", Some("nope")).await.unwrap().status(), 401, "records need a key too");
+        assert_eq!(get("/v1/models", Some("sk-beta")).await.unwrap().status(), 200);
+        let chat = client.post(format!("{base}/v1/chat/completions")).json(&crate::common::greedy_chat("Hi", 2));
+        assert_eq!(chat.send().await.unwrap().status(), 401);
+        for open in ["/health", "/metrics", "/docs/", "/openapi.json"] {
+            assert_eq!(get(open, None).await.unwrap().status(), 200, "{open} stays open");
+        }
+        // Admin routes answer to the admin token (disabled here), not to API keys.
+        let admin = client.post(format!("{base}/admin/rollback")).bearer_auth("sk-alpha").send().await.unwrap();
+        assert_eq!(admin.status(), 403);
+
+        // The spec declares the schemes and which operations take a key.
+        let spec = srlm::api::openapi();
+        let spec: Value = serde_json::from_str(&spec.to_json().unwrap()).unwrap();
+        assert!(spec["components"]["securitySchemes"]["api_key"].is_object());
+        assert_eq!(spec["paths"]["/v1/chat/completions"]["post"]["security"][0]["api_key"], serde_json::json!([]));
+        assert!(spec["paths"]["/health"]["get"]["security"].is_null());
+        assert!(spec["paths"]["/admin/rollback"]["post"]["security"][0]["admin_token"].is_array());
+    });
+}
+
+fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric line starting with {line_start}"))
+}
+
+#[test]
+fn metrics_count_requests_tokens_judging_and_rejections() {
+    rt().block_on(async {
+        let s = server();
+        let (status, _) = s.post("/v1/chat/completions", &crate::common::greedy_chat("Name a colour.", 4)).await;
+        assert_eq!(status, 200);
+        let mut streamed = crate::common::greedy_chat("Name a fruit.", 4);
+        streamed["stream"] = true.into();
+        assert!(!s.stream("/v1/chat/completions", &streamed).await.is_empty());
+        let judge = serde_json::json!({"prompt": "2+2?", "response": "4", "samples": 1, "method": "expected", "record": false});
+        assert_eq!(s.post("/judge", &judge).await.0, 200);
+        // A stack that admits nothing: every model request is a 429.
+        let full = own_stack(|state| *state = srlm::AppState::new(state.current().engine.clone(), state.store.clone(), srlm::Limits { max_in_flight: 0, ..crate::common::test_limits() })).await;
+        let rejected = reqwest::Client::new().post(format!("{full}/v1/chat/completions")).json(&crate::common::greedy_chat("Hi", 2)).send().await.unwrap();
+        assert_eq!(rejected.status(), 429);
+        assert!(rejected.headers().contains_key("retry-after"));
+
+        let (status, text) = s.get("/metrics").await;
+        assert_eq!(status, 200);
+        assert!(metric(&text, r#"srlm_http_requests_total{route="/v1/chat/completions",status="200"}"#) >= 2.0, "{text}");
+        assert!(metric(&text, r#"srlm_http_requests_total{route="/v1/chat/completions",status="429"}"#) >= 1.0);
+        assert!(metric(&text, r#"srlm_requests_rejected_total{reason="overloaded"}"#) >= 1.0);
+        assert!(metric(&text, r#"srlm_http_request_duration_seconds_count{route="/judge"}"#) >= 1.0);
+        assert!(metric(&text, r#"srlm_time_to_first_token_seconds_bucket{le="+Inf"}"#) >= 2.0);
+        assert!(metric(&text, "srlm_generated_tokens_total") >= 8.0);
+        assert!(metric(&text, r#"srlm_judge_samples_total{method="expected"}"#) >= 1.0);
+        assert!(text.contains(r#"srlm_judge_parse_failures_total{method="expected"}"#));
+        assert_eq!(metric(&text, "srlm_active_checkpoint_id"), s.state.checkpoint_id().unwrap() as f64);
+        assert!(metric(&text, "srlm_requests_in_flight") >= 0.0);
+        assert!(text.contains("# TYPE srlm_http_request_duration_seconds histogram"));
+    });
+}
