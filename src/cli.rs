@@ -299,6 +299,13 @@ pub struct ServeArgs {
     /// `srlm train dpo` results are served as soon as they are registered.
     #[arg(long, env = "SRLM_FOLLOW")]
     pub follow: bool,
+    /// After SIGTERM or Ctrl-C, seconds to let requests in flight finish before exiting.
+    #[arg(long, env = "SRLM_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+    /// Longest a request may take to its response head (504 beyond); streams are
+    /// bounded by `max_tokens`.
+    #[arg(long, env = "SRLM_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
+    pub request_timeout_secs: u64,
     /// `max_tokens` of chat requests that name none.
     #[arg(long, env = "SRLM_DEFAULT_MAX_TOKENS", default_value_t = 512)]
     pub default_max_tokens: usize,

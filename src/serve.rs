@@ -26,6 +26,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         default_max_tokens: args.default_max_tokens,
         max_in_flight: args.max_in_flight,
         max_judge_samples: args.max_judge_samples,
+        request_timeout: std::time::Duration::from_secs(args.request_timeout_secs),
         ..Limits::default()
     };
     let mut state = AppState::new(engine, store, limits);
@@ -48,7 +49,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
     tracing::info!(address = %listener.local_addr()?, docs = "/docs", "serving");
-    axum::serve(listener, api::app(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signalled = stopping.clone();
+    let server = axum::serve(listener, api::app(state.clone())).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        signalled.notify_one();
+    });
+    // After SIGTERM/Ctrl-C: no new connections; requests in flight finish (and record
+    // what they produced) for at most --shutdown-grace-secs.
+    let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+    tokio::select! {
+        served = server => served?,
+        _ = async { stopping.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(in_flight = state.in_flight(), grace_secs = args.shutdown_grace_secs, "drain timed out; exiting with requests unfinished");
+        }
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 

@@ -27,6 +27,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("the server is at its limit of {limit} requests in flight; retry shortly")]
     Overloaded { limit: usize },
+    #[error("the request took longer than the server's limit of {seconds} s (--request-timeout-secs)")]
+    TimedOut { seconds: u64 },
     #[error("the database is unavailable: {0}")]
     DatabaseUnavailable(String),
     #[error("{0}")]
@@ -58,6 +60,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -77,6 +80,7 @@ impl ApiError {
             Self::ModelNotFound(_) => ("invalid_request_error", "model_not_found", Some("model".into())),
             Self::NotFound(_) => ("invalid_request_error", "not_found", None),
             Self::Overloaded { .. } => ("server_overloaded", "too_many_requests", None),
+            Self::TimedOut { .. } => ("server_error", "timeout", None),
             Self::DatabaseUnavailable(_) => ("service_unavailable", "database_unavailable", None),
             Self::Engine(_) => ("invalid_request_error", "engine_rejected", None),
             Self::Unauthorized => ("authentication_error", "invalid_token", None),

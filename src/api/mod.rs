@@ -44,6 +44,8 @@ pub struct Limits {
     pub max_judge_samples: usize,
     /// Requests admitted at once (running or waiting for the engine); more get 429.
     pub max_in_flight: usize,
+    /// Longest a request may take to its response head; 504 beyond.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -57,6 +59,7 @@ impl Default for Limits {
             max_stop: 4,
             max_judge_samples: 16,
             max_in_flight: 256,
+            request_timeout: std::time::Duration::from_secs(600),
         }
     }
 }
@@ -302,6 +305,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/judge", axum::routing::post(judge::judge))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(
@@ -327,4 +331,15 @@ pub fn app(state: AppState) -> Router {
                 }),
         )
         .with_state(state)
+}
+
+/// Ends a request that has not produced its response head within the limit: the handler
+/// is dropped, which cancels its generations, and the client gets a 504.
+async fn deadline(axum::extract::State(state): axum::extract::State<AppState>, request: Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = state.limits.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::TimedOut { seconds: limit.as_secs() }.into_response(),
+    }
 }

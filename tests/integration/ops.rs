@@ -157,3 +157,26 @@ fn metrics_count_requests_tokens_judging_and_rejections() {
         assert!(text.contains("# TYPE srlm_http_request_duration_seconds histogram"));
     });
 }
+
+#[test]
+fn a_request_past_the_deadline_gets_a_504_and_frees_its_place() {
+    rt().block_on(async {
+        let limits = srlm::Limits { request_timeout: std::time::Duration::from_millis(200), max_in_flight: 4, ..crate::common::test_limits() };
+        let mut handle = None;
+        let base = own_stack(|state| {
+            *state = srlm::AppState::new(state.current().engine.clone(), state.store.clone(), limits);
+            handle = Some(state.clone());
+        })
+        .await;
+        let state = handle.unwrap();
+        let mut long = crate::common::greedy_chat("Write a long story about a lighthouse keeper.", 2000);
+        long["max_tokens"] = 2000.into();
+        let started = std::time::Instant::now();
+        let response = reqwest::Client::new().post(format!("{base}/v1/chat/completions")).json(&long).send().await.unwrap();
+        assert_eq!(response.status(), 504);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "answered at the deadline");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "timeout");
+        assert_eq!(state.in_flight(), 0, "the timed-out request released its place");
+    });
+}
