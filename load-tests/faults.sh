@@ -27,12 +27,14 @@ pg_stop() { as_pg "$PGBIN/pg_ctl -D $WORK/pg -m fast -w stop" >/dev/null; }
 sql() { psql "$DB" -tAc "$1"; }
 SERVER_PID=""
 cleanup() {
+    [ "$FAILED" = 0 ] || cp "$WORK"/*.log /tmp/ 2>/dev/null || true
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
     as_pg "$PGBIN/pg_ctl -D $WORK/pg -m immediate stop" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
-trap cleanup EXIT
 FAILED=0
+trap 'FAILED=1; echo "stopped at line $LINENO"' ERR
+trap cleanup EXIT
 check() { # check NAME CONDITION-RESULT(0/1) DETAIL
     if [ "$2" = 0 ]; then echo "ok   $1: $3"; else echo "FAIL $1: $3"; FAILED=1; fi
 }
@@ -56,8 +58,10 @@ END=$((SECONDS + 24))
 CHAT_LOOP=$!
 ( i=0; while [ $SECONDS -lt $END ]; do i=$((i + 1)); echo "$(date +%s.%N) $(generate "Fault prompt $i: name a fruit.")"; done ) >"$WORK/generate.codes" &
 GEN_LOOP=$!
-sleep 5; STOPPED_AT=$(date +%s.%N); pg_stop
-sleep 7; pg_start; STARTED_AT=$(date +%s.%N)
+sleep 5; pg_stop
+DOWN_START=$SECONDS
+down_code=$(generate "Asked while Postgres is down.")
+sleep $((7 - (SECONDS - DOWN_START) > 0 ? 7 - (SECONDS - DOWN_START) : 0)); pg_start; STARTED_AT=$(date +%s.%N)
 wait $CHAT_LOOP $GEN_LOOP
 chat_total=$(wc -l <"$WORK/chat.codes"); chat_ok=$(grep -c '^200$' "$WORK/chat.codes" || true)
 gen_ok=$(awk '$2 == 200' "$WORK/generate.codes" | wc -l)
@@ -68,7 +72,8 @@ prompts=$(sql "SELECT count(*) FROM prompts")
 orphans=$(sql "SELECT count(*) FROM prompts p WHERE NOT EXISTS (SELECT 1 FROM candidates c WHERE c.prompt_id = p.id)")
 unjudged=$(sql "SELECT count(*) FROM candidates c WHERE NOT EXISTS (SELECT 1 FROM judgments j WHERE j.candidate_id = c.id)")
 check "chat kept working" "$([ "$chat_ok" = "$chat_total" ] && echo 0 || echo 1)" "$chat_ok/$chat_total chat requests 200"
-check "recording failed cleanly" "$([ "$gen_503" -gt 0 ] && [ "$gen_other" = 0 ] && echo 0 || echo 1)" "/generate: $gen_ok 200, $gen_503 503, $gen_other other"
+check "recording failed cleanly" "$([ "$down_code" = 503 ] && [ "$gen_other" = 0 ] && echo 0 || echo 1)" \
+    "/generate while Postgres was down: $down_code; in the loop: $gen_ok 200, $gen_503 503, $gen_other other"
 check "recording came back" "$([ "$gen_ok_after" -gt 0 ] && echo 0 || echo 1)" "$gen_ok_after /generate 200s after the restart"
 check "nothing lost or half-written" "$([ "$prompts" = "$gen_ok" ] && [ "$orphans" = 0 ] && [ "$unjudged" = 0 ] && echo 0 || echo 1)" \
     "$prompts prompts stored for $gen_ok successful /generate; $orphans without candidates; $unjudged candidates without judgments"
@@ -91,13 +96,17 @@ echo "== trainer killed mid-run"
 for i in $(seq 1 12); do generate "Question $i for training: why is the sky blue?" 4 24 >/dev/null; done
 ID=$(served)
 pairs=$(sql "SELECT count(*) FROM pairs WHERE checkpoint_id = $ID AND status = 'available'")
-"$BIN" train dpo --database-url "$DB" --checkpoint "$ID" --lease-secs 6 --out "$WORK/killed.gguf" >"$WORK/trainer1.log" 2>&1 &
+"$BIN" train dpo --database-url "$DB" --checkpoint "$ID" --lease-secs 10 --out "$WORK/killed.gguf" >"$WORK/trainer1.log" 2>&1 &
 TRAINER=$!
 for _ in $(seq 1 100); do [ "$(sql "SELECT count(*) FROM pairs WHERE status = 'claimed'")" -gt 0 ] && break; sleep 0.2; done
-sleep 1; kill -9 "$TRAINER"; wait "$TRAINER" 2>/dev/null || true
+sleep 1
+kill -0 "$TRAINER" 2>/dev/null || { echo "the trainer ended before it could be killed:"; tail -5 "$WORK/trainer1.log"; }
+kill -9 "$TRAINER" 2>/dev/null || true
+wait "$TRAINER" 2>/dev/null || true
 claimed=$(sql "SELECT count(*) FROM pairs WHERE status = 'claimed'")
-sleep 7
-"$BIN" train dpo --database-url "$DB" --checkpoint "$ID" --out "$WORK/m1.gguf" --dtype q8_0 >"$WORK/trainer2.log" 2>&1
+sleep 11  # the lease (10 s, the shortest the trainer takes) runs out
+"$BIN" train dpo --database-url "$DB" --checkpoint "$ID" --out "$WORK/m1.gguf" --dtype q8_0 >"$WORK/trainer2.log" 2>&1 \
+    || { echo "the second trainer failed:"; tail -5 "$WORK/trainer2.log"; }
 consumed=$(sql "SELECT count(*) FROM pairs WHERE status = 'consumed'")
 runs=$(sql "SELECT string_agg(status, ',' ORDER BY id) FROM training_runs")
 check "pairs came back after the lease" "$([ "$pairs" -gt 0 ] && [ "$claimed" = "$pairs" ] && [ "$consumed" = "$pairs" ] && echo 0 || echo 1)" \
@@ -115,12 +124,12 @@ check "corrupt checkpoint refused, old one serving" "$([ "$garbage" = refused ] 
     "import of garbage: $garbage; activating a truncated GGUF: HTTP $code ($(jq -r .error.message "$WORK/activate.json" | cut -c1-90)…); row status $status; still serving checkpoint $(served)"
 
 mkdir -p load-tests/results
-jq -n --argjson chat_ok "$chat_ok" --argjson chat_total "$chat_total" --argjson gen_ok "$gen_ok" --argjson gen_503 "$gen_503" \
+jq -n --argjson chat_ok "$chat_ok" --argjson chat_total "$chat_total" --argjson gen_ok "$gen_ok" --argjson gen_503 "$gen_503" --argjson down_code "$down_code" \
     --argjson gen_other "$gen_other" --argjson gen_ok_after "$gen_ok_after" --argjson prompts "$prompts" --argjson orphans "$orphans" \
     --argjson unjudged "$unjudged" --argjson chunks "$chunks" --arg in_flight "$in_flight" --argjson pairs "$pairs" \
     --argjson claimed "$claimed" --argjson consumed "$consumed" --arg garbage "$garbage" --argjson activate_status "$code" \
     --argjson failed "$FAILED" \
-    '{postgres_restart: {chat_ok: $chat_ok, chat_total: $chat_total, generate_ok: $gen_ok, generate_503: $gen_503, generate_other: $gen_other,
+    '{postgres_restart: {chat_ok: $chat_ok, chat_total: $chat_total, generate_ok: $gen_ok, generate_503: $gen_503, generate_other: $gen_other, generate_while_down: $down_code,
       generate_ok_after_restart: $gen_ok_after, prompts_stored: $prompts, prompts_without_candidates: $orphans, candidates_without_judgments: $unjudged},
       disconnect: {chunks_before_disconnect: $chunks, in_flight_after: $in_flight},
       trainer_kill: {pairs: $pairs, claimed_by_killed: $claimed, consumed_by_next: $consumed},
