@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 URL="${1:-http://127.0.0.1:8080}"
-: "${SRLM_ADMIN_TOKEN:?set SRLM_ADMIN_TOKEN to the server's admin token}"
+: "${SRLM_ADMIN_TOKEN:?set SRLM_ADMIN_TOKEN to the admin token of the server}"
 cargo build --release --quiet --bin srlm
 BIN="$CARGO_TARGET_DIR/release/srlm"
 mkdir -p load-tests/results

@@ -62,6 +62,13 @@ pub struct LoopArgs {
     pub train_args: Vec<String>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// After each swap, measure the new checkpoint's judge on this ranked set (`srlm
+    /// eval rm` with --method and --samples) and store it with the iteration.
+    #[arg(long)]
+    pub eval_ranked: Option<PathBuf>,
+    /// With --eval-ranked: use only its first N prompts.
+    #[arg(long)]
+    pub eval_limit: Option<usize>,
 }
 
 /// What the `/generate` answers of one iteration add up to.
@@ -216,6 +223,23 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
         Some(r) => store.run_steps(r.id).await?.pop(),
         None => None,
     };
+    let reward_model = match &args.eval_ranked {
+        Some(data) => {
+            let eval = crate::eval::rm::EvalRmArgs {
+                url: base.to_string(),
+                data: data.clone(),
+                methods: vec![args.method.clone()],
+                samples: args.samples,
+                limit: args.eval_limit,
+                seed: args.seed as i64,
+                store: crate::eval::StoreArgs::default(),
+            };
+            let measured = crate::eval::rm::evaluate(&eval).await?;
+            crate::eval::rm::store_report(store, &eval, &measured).await?;
+            json!(measured.results.first().map(|(_, m)| m))
+        }
+        None => Value::Null,
+    };
     let ratio = |a: usize, b: usize| if b == 0 { Value::Null } else { json!(a as f64 / b as f64) };
     let report = json!({
         "iteration": iteration,
@@ -239,6 +263,7 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
         "train_seconds": train_seconds,
         "swap_seconds": swap_seconds,
         "swap_load_seconds": swap["load_seconds"],
+        "reward_model": reward_model,
     });
     store.record_iteration(iteration, active.id, output, &report).await?;
     Ok(report)

@@ -204,6 +204,27 @@ pub async fn evaluate(args: &EvalRmArgs) -> Result<RmReport> {
     Ok(RmReport { checkpoint_id: judges.into_iter().next().flatten(), results: out })
 }
 
+/// Stores each method's metrics with the judging checkpoint; returns the row ids.
+pub async fn store_report(store: &crate::store::Store, args: &EvalRmArgs, report: &RmReport) -> Result<Vec<i64>> {
+    let mut ids = Vec::new();
+    for (method, m) in &report.results {
+        let evaluation = crate::store::evaluations::NewEvaluation {
+            kind: "rm",
+            checkpoint_id: report.checkpoint_id,
+            opponent_checkpoint_id: None,
+            subject: args.url.clone(),
+            opponent: None,
+            method: method.clone(),
+            dataset: args.data.display().to_string(),
+            items: m.prompts as i32,
+            metrics: serde_json::to_value(m)?,
+            config: serde_json::json!({"samples": args.samples, "seed": args.seed}),
+        };
+        ids.push(store.record_evaluation(&evaluation).await?);
+    }
+    Ok(ids)
+}
+
 pub async fn run(args: EvalRmArgs) -> Result<()> {
     let store = args.store.connect().await?;
     let report = evaluate(&args).await?;
@@ -223,20 +244,7 @@ pub async fn run(args: EvalRmArgs) -> Result<()> {
         );
     }
     if let Some(store) = &store {
-        for (method, m) in &report.results {
-            let evaluation = crate::store::evaluations::NewEvaluation {
-                kind: "rm",
-                checkpoint_id: report.checkpoint_id,
-                opponent_checkpoint_id: None,
-                subject: args.url.clone(),
-                opponent: None,
-                method: method.clone(),
-                dataset: args.data.display().to_string(),
-                items: m.prompts as i32,
-                metrics: serde_json::to_value(m)?,
-                config: serde_json::json!({"samples": args.samples, "seed": args.seed}),
-            };
-            let id = store.record_evaluation(&evaluation).await?;
+        for (id, (method, _)) in store_report(store, &args, &report).await?.into_iter().zip(&report.results) {
             eprintln!("{method}: stored as evaluation {id}");
         }
         args.store.chart(store, "rm", "pairwise_accuracy").await?;

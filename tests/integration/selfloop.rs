@@ -38,6 +38,8 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
             min_pairs: 1,
             train_args: ["--batch-size=2", "--max-len=160", "--dtype=q8_0"].map(String::from).to_vec(),
             seed: 5,
+            eval_ranked: Some(format!("{}/data/ranked.jsonl", env!("CARGO_MANIFEST_DIR")).into()),
+            eval_limit: Some(1),
         };
         // As if an earlier run died after answering one prompt of iteration 1.
         let client = reqwest::Client::new();
@@ -70,6 +72,11 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
         }
         let reports: i64 = sqlx::query_scalar("SELECT count(*) FROM iteration_reports").fetch_one(store.pool()).await.unwrap();
         assert_eq!(reports, 2);
+        // Each new checkpoint's judge was measured after its swap and stored with it.
+        assert_eq!(second["reward_model"]["prompts"], 1, "{second}");
+        let measured = store.evaluations(Some("rm"), None, 10, 0).await.unwrap();
+        let placed: Vec<(Option<i64>, Option<i32>)> = measured.iter().map(|e| (e.checkpoint_id, e.iteration)).collect();
+        assert_eq!(placed, [(Some(m2), Some(1)), (Some(m3), Some(2))]);
         // Rerunning a finished iteration's training is not possible twice: the base has its output.
         assert_eq!(store.output_of_base(m1_row.id).await.unwrap(), Some(m2));
         std::fs::remove_dir_all(&dir).unwrap();
