@@ -4,7 +4,8 @@
 #   1. Postgres restarted while chat and /generate requests flow;
 #   2. a client disconnecting mid-stream;
 #   3. the trainer killed mid-run (its pairs must come back after the lease);
-#   4. a corrupt checkpoint (refused; the old model keeps serving).
+#   4. a corrupt checkpoint (refused; the old model keeps serving);
+#   5. SIGTERM with requests in flight (they finish and record; new connections refused).
 # Prints each check and writes load-tests/results/faults.json; exits non-zero if a
 # check fails. Needs Debian's PostgreSQL binaries (scripts/postgres.sh installs them).
 #   load-tests/faults.sh
@@ -123,17 +124,41 @@ status=$(sql "SELECT status FROM checkpoints WHERE id = $bad")
 check "corrupt checkpoint refused, old one serving" "$([ "$garbage" = refused ] && [ "$code" = 422 ] && [ "$status" = failed ] && [ "$(served)" = "$ID" ] && [ "$(chat "Still there?")" = 200 ] && echo 0 || echo 1)" \
     "import of garbage: $garbage; activating a truncated GGUF: HTTP $code ($(jq -r .error.message "$WORK/activate.json" | cut -c1-90)…); row status $status; still serving checkpoint $(served)"
 
+# 5. SIGTERM with requests in flight.
+echo "== SIGTERM drains requests in flight"
+before=$(sql "SELECT count(*) FROM prompts")
+long_chat() { curl -s -o "$WORK/drain-chat.json" -w '%{http_code}' "$BASE/v1/chat/completions" -H 'content-type: application/json' \
+    -d '{"model":"current","messages":[{"role":"user","content":"Tell a long story about a fox."}],"max_tokens":200,"temperature":0}'; }
+long_chat >"$WORK/drain-chat.code" &
+CHAT=$!
+generate "A question in flight at shutdown." 2 64 >"$WORK/drain-gen.code" &
+GEN=$!
+sleep 1
+kill -TERM "$SERVER_PID"
+T0=$SECONDS
+sleep 0.5
+refused=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$BASE/health" || true)
+wait "$CHAT" "$GEN" || true
+wait "$SERVER_PID" 2>/dev/null || true
+exit_secs=$((SECONDS - T0)); SERVER_PID=""
+drain_chat=$(cat "$WORK/drain-chat.code"); drain_gen=$(cat "$WORK/drain-gen.code")
+tokens=$(jq .usage.completion_tokens "$WORK/drain-chat.json" 2>/dev/null || echo 0)
+after=$(sql "SELECT count(*) FROM prompts")
+check "in-flight requests finished and recorded" "$([ "$drain_chat" = 200 ] && [ "$drain_gen" = 200 ] && [ "$after" = $((before + 1)) ] && [ "$refused" = 000 ] && echo 0 || echo 1)" \
+    "chat $drain_chat ($tokens tokens), /generate $drain_gen, prompts $before → $after; a new connection after SIGTERM: ${refused/000/refused}; exited ${exit_secs} s after the signal"
+
 mkdir -p load-tests/results
 jq -n --argjson chat_ok "$chat_ok" --argjson chat_total "$chat_total" --argjson gen_ok "$gen_ok" --argjson gen_503 "$gen_503" --argjson down_code "$down_code" \
     --argjson gen_other "$gen_other" --argjson gen_ok_after "$gen_ok_after" --argjson prompts "$prompts" --argjson orphans "$orphans" \
     --argjson unjudged "$unjudged" --argjson chunks "$chunks" --arg in_flight "$in_flight" --argjson pairs "$pairs" \
     --argjson claimed "$claimed" --argjson consumed "$consumed" --arg garbage "$garbage" --argjson activate_status "$code" \
-    --argjson failed "$FAILED" \
+    --arg drain_chat "$drain_chat" --arg drain_gen "$drain_gen" --argjson drain_exit "$exit_secs" --argjson failed "$FAILED" \
     '{postgres_restart: {chat_ok: $chat_ok, chat_total: $chat_total, generate_ok: $gen_ok, generate_503: $gen_503, generate_other: $gen_other, generate_while_down: $down_code,
       generate_ok_after_restart: $gen_ok_after, prompts_stored: $prompts, prompts_without_candidates: $orphans, candidates_without_judgments: $unjudged},
       disconnect: {chunks_before_disconnect: $chunks, in_flight_after: $in_flight},
       trainer_kill: {pairs: $pairs, claimed_by_killed: $claimed, consumed_by_next: $consumed},
-      corrupt_checkpoint: {garbage_import: $garbage, truncated_activate_status: $activate_status}, failed: ($failed == 1)}' \
+      corrupt_checkpoint: {garbage_import: $garbage, truncated_activate_status: $activate_status},
+      sigterm: {chat_status: $drain_chat, generate_status: $drain_gen, exit_seconds: $drain_exit}, failed: ($failed == 1)}' \
     >load-tests/results/faults.json
 echo "results: load-tests/results/faults.json"
 exit "$FAILED"
