@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 
 use super::source::{Decoding, Source};
 
@@ -55,23 +54,11 @@ pub struct ModelOutput {
 /// The model's outputs on the prompts, in the prompts' order.
 pub async fn outputs(source: &Source, prompts: &[String], generator: &str, args: &ExportAlpacaArgs) -> Result<Vec<ModelOutput>> {
     let decoding = |seed| Decoding { max_tokens: args.max_tokens, temperature: args.temperature, top_p: 1.0, seed };
-    let progress = super::progress(prompts.len() as u64, "answers");
-    let outputs = futures::stream::iter(prompts.iter().enumerate())
-        .map(|(i, prompt)| {
-            let progress = progress.clone();
-            async move {
-                let answer = source.answer(prompt, decoding(i as u64)).await?;
-                progress.inc(1);
-                anyhow::Ok(ModelOutput { instruction: prompt.clone(), output: answer.text, generator: generator.to_string() })
-            }
-        })
-        .buffered(args.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>>>();
-    progress.finish_and_clear();
-    outputs
+    super::over_prompts(prompts, args.concurrency, "answers", |i, prompt| async move {
+        let answer = source.answer(prompt, decoding(i as u64)).await?;
+        Ok(ModelOutput { instruction: prompt.clone(), output: answer.text, generator: generator.to_string() })
+    })
+    .await
 }
 
 pub async fn run(args: ExportAlpacaArgs) -> Result<()> {

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use anyhow::{Context, Result};
-use futures::StreamExt;
 use regex::Regex;
 use serde::Serialize;
 
@@ -285,24 +284,11 @@ pub async fn evaluate(args: &EvalH2hArgs, a: &Source, b: &Source, judge: &ModelJ
         prompts.truncate(n);
     }
     let decoding = |seed| Decoding { max_tokens: args.max_tokens, temperature: args.temperature, top_p: 1.0, seed };
-    let progress = super::progress(prompts.len() as u64, "h2h");
-    let matches = futures::stream::iter(prompts.iter().enumerate())
-        .map(|(i, prompt)| {
-            let progress = progress.clone();
-            async move {
-                let (ans_a, ans_b) = futures::try_join!(a.answer(prompt, decoding(i as u64)), b.answer(prompt, decoding(i as u64)))?;
-                let m = compare(judge, prompt, ans_a, ans_b).await?;
-                progress.inc(1);
-                anyhow::Ok(m)
-            }
-        })
-        .buffered(args.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>>>()?;
-    progress.finish_and_clear();
-    Ok(matches)
+    super::over_prompts(&prompts, args.concurrency, "h2h", |i, prompt| async move {
+        let (ans_a, ans_b) = futures::try_join!(a.answer(prompt, decoding(i as u64)), b.answer(prompt, decoding(i as u64)))?;
+        compare(judge, prompt, ans_a, ans_b).await
+    })
+    .await
 }
 
 pub async fn run(args: EvalH2hArgs) -> Result<()> {

@@ -49,11 +49,36 @@ pub(crate) fn pct(x: Option<f64>) -> String {
     x.map_or_else(|| "-".to_string(), |v| format!("{:.1}%", v * 100.0))
 }
 
-pub(crate) fn progress(len: u64, prefix: &'static str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(len);
+/// Runs `work(i, prompt)` for every prompt, `concurrency` at a time, with a progress
+/// bar; the results come back in the prompts' order (or the first error).
+pub(crate) async fn over_prompts<'a, T, Fut>(
+    prompts: &'a [String],
+    concurrency: usize,
+    prefix: &'static str,
+    work: impl Fn(usize, &'a String) -> Fut,
+) -> Result<Vec<T>>
+where
+    Fut: std::future::Future<Output = Result<T>> + 'a,
+{
+    use futures::StreamExt;
+    let bar = indicatif::ProgressBar::new(prompts.len() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})").expect("a valid template"));
     bar.set_prefix(prefix);
-    bar
+    let results: Vec<Result<T>> = futures::stream::iter(prompts.iter().enumerate())
+        .map(|(i, prompt)| {
+            let bar = bar.clone();
+            let done = work(i, prompt);
+            async move {
+                let out = done.await;
+                bar.inc(1);
+                out
+            }
+        })
+        .buffered(concurrency.max(1))
+        .collect()
+        .await;
+    bar.finish_and_clear();
+    results.into_iter().collect()
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -209,3 +209,40 @@ pub fn serve_args(model: &Path) -> srlm::cli::ServeArgs {
     args
 }
 
+
+/// Records a prompt, two answers made by `checkpoint_id` and the pair (chosen, rejected)
+/// the way `/generate` does; returns the pair's id.
+pub async fn insert_pair(store: &Store, checkpoint_id: i64, question: &str, chosen: &str, rejected: &str) -> i64 {
+    let pool = store.pool();
+    let prompt: i64 = sqlx::query_scalar("INSERT INTO prompts (messages, source) VALUES ($1, 'seed') RETURNING id")
+        .bind(serde_json::json!([{"role": "user", "content": question}]))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for (j, text) in [chosen, rejected].iter().enumerate() {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO candidates (prompt_id, checkpoint_id, choice_index, text, prompt_tokens, completion_tokens,
+                 finish_reason, temperature, top_p, max_tokens, seed)
+             VALUES ($1, $2, $3, $4, 10, 10, 'stop', 0.7, 0.9, 64, 1) RETURNING id",
+        )
+        .bind(prompt)
+        .bind(checkpoint_id)
+        .bind(j as i32)
+        .bind(*text)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    sqlx::query_scalar(
+        "INSERT INTO pairs (prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id) VALUES ($1, $2, $3, 5, 1, $4) RETURNING id",
+    )
+    .bind(prompt)
+    .bind(ids[0])
+    .bind(ids[1])
+    .bind(checkpoint_id)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}

@@ -149,41 +149,14 @@ fn pairs_export_filters_and_imported_checkpoints_join_the_lineage() {
         let m0 = store.activate_served("m0", &model, "gguf").await.unwrap();
 
         // One pair made by M0, written the way /generate records it.
-        let pool = store.pool();
-        let prompt: i64 = sqlx::query_scalar("INSERT INTO prompts (messages) VALUES ($1) RETURNING id")
-            .bind(serde_json::json!([{"role": "user", "content": "Why is the sea salty?"}]))
-            .fetch_one(pool)
-            .await
-            .unwrap();
-        let mut candidates = Vec::new();
-        for (i, text) in ["Rivers carry dissolved minerals into it.", "Because fish cry."].iter().enumerate() {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO candidates (prompt_id, checkpoint_id, choice_index, text, prompt_tokens, completion_tokens, finish_reason, temperature, top_p, max_tokens, seed)
-                 VALUES ($1, $2, $3, $4, 5, 5, 'stop', 0.7, 0.9, 64, 0) RETURNING id",
-            )
-            .bind(prompt)
-            .bind(m0.id)
-            .bind(i as i32)
-            .bind(*text)
-            .fetch_one(pool)
-            .await
-            .unwrap();
-            candidates.push(id);
-        }
-        sqlx::query("INSERT INTO pairs (prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id) VALUES ($1, $2, $3, 4, 1, $4)")
-            .bind(prompt)
-            .bind(candidates[0])
-            .bind(candidates[1])
-            .bind(m0.id)
-            .execute(pool)
-            .await
-            .unwrap();
+        crate::common::insert_pair(&store, m0.id, "Why is the sea salty?", "Rivers carry dissolved minerals into it.", "Because fish cry.").await;
         let all = store.pair_texts(Some(m0.id), Some(0), Some("available")).await.unwrap();
         assert_eq!(all.len(), 1);
         let line = srlm::data::pairs::trl_line(&all[0]);
         assert_eq!(line["prompt"][0]["content"], "Why is the sea salty?");
         assert_eq!(line["chosen"][0]["content"], "Rivers carry dissolved minerals into it.");
         assert_eq!(line["rejected"][0]["content"], "Because fish cry.");
+        assert_eq!((line["score_chosen"].as_f64(), line["score_rejected"].as_f64()), (Some(5.0), Some(1.0)));
         assert!(store.pair_texts(None, Some(1), None).await.unwrap().is_empty(), "no pairs from iteration 1");
         assert!(store.pair_texts(None, None, Some("consumed")).await.unwrap().is_empty());
 

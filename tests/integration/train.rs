@@ -59,35 +59,8 @@ async fn checkpoint_with_pairs(store: &Store, dir: &Path, pairs: usize) -> (i64,
     let questions = ["Name a primary colour.", "What is 2 + 2?", "Say hello politely."];
     let answers = [("Red is a primary colour.", "Banana."), ("2 + 2 is 4.", "It is 22, obviously."), ("Hello! How can I help you today?", "What do you want.")];
     for i in 0..pairs {
-        let prompt: i64 = sqlx::query_scalar("INSERT INTO prompts (messages, source) VALUES ($1, 'seed') RETURNING id")
-            .bind(serde_json::json!([{"role": "user", "content": questions[i % 3]}]))
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        let mut ids = Vec::new();
-        for (j, text) in [answers[i % 3].0, answers[i % 3].1].iter().enumerate() {
-            let cid: i64 = sqlx::query_scalar(
-                "INSERT INTO candidates (prompt_id, checkpoint_id, choice_index, text, prompt_tokens, completion_tokens,
-                     finish_reason, temperature, top_p, max_tokens, seed)
-                 VALUES ($1, $2, $3, $4, 10, 10, 'stop', 0.7, 0.9, 64, 1) RETURNING id",
-            )
-            .bind(prompt)
-            .bind(id)
-            .bind(j as i32)
-            .bind(*text)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-            ids.push(cid);
-        }
-        sqlx::query("INSERT INTO pairs (prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id) VALUES ($1, $2, $3, 5, 1, $4)")
-            .bind(prompt)
-            .bind(ids[0])
-            .bind(ids[1])
-            .bind(id)
-            .execute(store.pool())
-            .await
-            .unwrap();
+        let (chosen, rejected) = answers[i % 3];
+        crate::common::insert_pair(store, id, questions[i % 3], chosen, rejected).await;
     }
     (id, base)
 }
