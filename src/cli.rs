@@ -299,6 +299,10 @@ pub struct ServeArgs {
     /// `srlm train dpo` results are served as soon as they are registered.
     #[arg(long, env = "SRLM_FOLLOW")]
     pub follow: bool,
+    /// Most prompt tokens a request may send (after the chat template); 400 beyond.
+    /// Default: the model's context.
+    #[arg(long, env = "SRLM_MAX_PROMPT_TOKENS")]
+    pub max_prompt_tokens: Option<usize>,
     /// After SIGTERM or Ctrl-C, seconds to let requests in flight finish before exiting.
     #[arg(long, env = "SRLM_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,

@@ -27,6 +27,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_in_flight: args.max_in_flight,
         max_judge_samples: args.max_judge_samples,
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs),
+        max_prompt_tokens: args.max_prompt_tokens,
         ..Limits::default()
     };
     let mut state = AppState::new(engine, store, limits);

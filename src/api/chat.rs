@@ -257,6 +257,7 @@ pub async fn chat_completions(
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let model = served.engine.info().name.clone();
     let prompt = Prompt::Chat(request.messages);
+    served.check_prompt_tokens(state.limits.max_prompt_tokens, &prompt, "messages").await?;
     let generations: Vec<_> = (0..request.sampling.n).map(|i| request.sampling.generation(prompt.clone(), i)).collect();
 
     if request.stream {

@@ -184,6 +184,9 @@ pub async fn completions(
     let id = format!("cmpl-{}", uuid::Uuid::new_v4().simple());
     let model = served.engine.info().name.clone();
     let n = request.sampling.n;
+    for p in &request.prompts {
+        served.check_prompt_tokens(state.limits.max_prompt_tokens, &Prompt::Text(p.clone()), "prompt").await?;
+    }
     let generations: Vec<_> = request
         .prompts
         .iter()

@@ -230,6 +230,7 @@ pub async fn generate(
     let checkpoint_id = if request.record { Some(state.recording_checkpoint(&served).await?) } else { None };
     let engine = served.engine.as_ref();
     let prompt = Prompt::Chat(request.messages.clone());
+    served.check_prompt_tokens(state.limits.max_prompt_tokens, &prompt, "messages").await?;
     let generations = (0..request.sampling.n).map(|i| request.sampling.generation(prompt.clone(), i)).collect();
     let (done, usage) = super::complete_all(engine, generations).await?;
     let completions: Vec<Completion> = done.iter().map(|(c, _)| c.clone()).collect();

@@ -46,6 +46,8 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Longest a request may take to its response head; 504 beyond.
     pub request_timeout: std::time::Duration,
+    /// Most prompt tokens (after the chat template); none = the model's context.
+    pub max_prompt_tokens: Option<usize>,
 }
 
 impl Default for Limits {
@@ -60,6 +62,7 @@ impl Default for Limits {
             max_judge_samples: 16,
             max_in_flight: 256,
             request_timeout: std::time::Duration::from_secs(600),
+            max_prompt_tokens: None,
         }
     }
 }
@@ -80,6 +83,24 @@ impl Served {
     }
 
     /// Resolves the `model` a client named: the served model's name or `current`.
+    /// 400 naming `field` when `prompt` (rendered with the chat template) has more tokens
+    /// than `limit`.
+    pub async fn check_prompt_tokens(&self, limit: Option<usize>, prompt: &crate::engine::Prompt, field: &str) -> Result<(), ApiError> {
+        let Some(limit) = limit else { return Ok(()) };
+        let text = match prompt {
+            crate::engine::Prompt::Text(text) => text.clone(),
+            crate::engine::Prompt::Chat(messages) => match &self.engine.vocab().chat_template {
+                Some(template) => template.render(messages).map_err(|e| ApiError::field(field, format!("chat template: {e}")))?,
+                None => return Ok(()),
+            },
+        };
+        let tokens = self.engine.tokenize(&text).await?.len();
+        if tokens > limit {
+            return Err(ApiError::field(field, format!("the prompt has {tokens} tokens; this server takes at most {limit} (--max-prompt-tokens)")));
+        }
+        Ok(())
+    }
+
     pub fn check_model(&self, requested: &str) -> Result<(), ApiError> {
         let name = &self.engine.info().name;
         if requested == name || requested == models::CURRENT_ALIAS {

@@ -180,3 +180,25 @@ fn a_request_past_the_deadline_gets_a_504_and_frees_its_place() {
         assert_eq!(state.in_flight(), 0, "the timed-out request released its place");
     });
 }
+
+#[test]
+fn prompts_over_the_token_limit_get_a_400_naming_the_field() {
+    rt().block_on(async {
+        let limits = srlm::Limits { max_prompt_tokens: Some(64), ..crate::common::test_limits() };
+        let base = own_stack(|state| *state = srlm::AppState::new(state.current().engine.clone(), state.store.clone(), limits)).await;
+        let client = reqwest::Client::new();
+        let long = "Please summarise the following words. ".repeat(40);
+        let refused = client.post(format!("{base}/v1/chat/completions")).json(&crate::common::greedy_chat(&long, 2)).send().await.unwrap();
+        assert_eq!(refused.status(), 400);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["param"], "messages", "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("at most 64"), "{body}");
+        let ok = client.post(format!("{base}/v1/chat/completions")).json(&crate::common::greedy_chat("Hi", 2)).send().await.unwrap();
+        assert_eq!(ok.status(), 200);
+        let completion = serde_json::json!({"model": "current", "prompt": long, "max_tokens": 2});
+        let refused = client.post(format!("{base}/v1/completions")).json(&completion).send().await.unwrap();
+        assert_eq!(refused.status(), 400);
+        let body: Value = refused.json().await.unwrap();
+        assert_eq!(body["error"]["param"], "prompt");
+    });
+}
