@@ -85,8 +85,21 @@ impl Store {
     }
 
     /// Claims up to `limit` pairs made by `checkpoint_id` that are available or whose
-    /// lease has run out, for `lease`.
+    /// lease has run out, for `lease`. Runs still `running` under a worker whose lease ran
+    /// out (a trainer that died without a word) are marked failed in the same
+    /// transaction.
     pub async fn claim_pairs(&self, checkpoint_id: i64, worker: &str, limit: i64, lease: Duration) -> Result<Vec<ClaimedPair>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query!(
+            "UPDATE training_runs SET status = 'failed', finished_at = now(),
+                 error = 'the trainer stopped renewing its lease (it died or hung); its pairs went back'
+             WHERE status = 'running' AND worker IN (
+                 SELECT claimed_by FROM pairs
+                 WHERE checkpoint_id = $1 AND status = 'claimed' AND lease_expires_at < now())",
+            checkpoint_id
+        )
+        .execute(&mut *tx)
+        .await?;
         let rows = sqlx::query!(
             r#"WITH picked AS (
                    SELECT id FROM pairs
@@ -112,8 +125,9 @@ impl Store {
             limit,
             seconds(lease)
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(rows.into_iter().map(|r| ClaimedPair { id: r.id, messages: r.messages, chosen: r.chosen, rejected: r.rejected }).collect())
     }
 
@@ -398,6 +412,7 @@ mod tests {
         let store = Store::from_pool(pool);
         let ck = seed(&store, 3).await;
         let dead = store.claim_pairs(ck, "dead", 10, Duration::from_millis(200)).await.unwrap();
+        let dead_run = store.start_run("dpo", Some(ck), "dead", &serde_json::json!({})).await.unwrap();
         assert_eq!(dead.len(), 3);
         assert_eq!(dead[0].chosen, "good 0");
         assert_eq!(dead[0].messages[0]["content"], "question 0");
@@ -405,6 +420,9 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let taken = store.claim_pairs(ck, "alive", 10, Duration::from_secs(60)).await.unwrap();
         assert_eq!(taken.len(), 3, "the lease ran out");
+        let (status, _, error) = store.run_status(dead_run).await.unwrap().unwrap();
+        assert_eq!(status, "failed", "the silent trainer's run is closed");
+        assert!(error.unwrap().contains("lease"));
 
         let run = store.start_run("dpo", Some(ck), "dead", &serde_json::json!({})).await.unwrap();
         let ids: Vec<i64> = dead.iter().map(|p| p.id).collect();
