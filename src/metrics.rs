@@ -37,7 +37,7 @@ pub const SWAP_SECONDS: &str = "srlm_swap_duration_seconds";
 
 const SECONDS_BUCKETS: [f64; 14] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
 
-/// The process-wide recorder, installed on first use.
+/// The process-wide recorder, installed on first use (`api::app` installs it).
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -92,7 +92,6 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Counts every request by matched route and status and times it.
 pub async fn track(request: Request, next: Next) -> Response {
-    handle();
     let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let started = Instant::now();
     let response = next.run(request).await;
@@ -101,14 +100,31 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// Records a finished generation's tokens.
-pub fn tokens(finish: &crate::engine::Finish) {
-    counter!(PROMPT_TOKENS).increment(finish.prompt_tokens as u64);
-    counter!(GENERATED_TOKENS).increment(finish.completion_tokens as u64);
+/// Watches one generation's events: time to its first token, and its tokens when it
+/// finishes. Start it before asking the engine, so queueing counts.
+pub struct GenerationWatch {
+    started: Instant,
+    first: bool,
 }
 
-pub fn first_token(started: Instant) {
-    histogram!(TTFT_SECONDS).record(started.elapsed().as_secs_f64());
+impl GenerationWatch {
+    pub fn start() -> Self {
+        Self { started: Instant::now(), first: true }
+    }
+
+    pub fn event(&mut self, event: &crate::engine::Event) {
+        match event {
+            crate::engine::Event::Delta { .. } if self.first => {
+                self.first = false;
+                histogram!(TTFT_SECONDS).record(self.started.elapsed().as_secs_f64());
+            }
+            crate::engine::Event::Done(finish) => {
+                counter!(PROMPT_TOKENS).increment(finish.prompt_tokens as u64);
+                counter!(GENERATED_TOKENS).increment(finish.completion_tokens as u64);
+            }
+            _ => {}
+        }
+    }
 }
 
 pub fn judge_samples(method: &'static str, samples: usize, parsed: usize) {

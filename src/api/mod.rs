@@ -82,17 +82,12 @@ impl Served {
         self.checkpoint.as_ref().map(|c| c.id)
     }
 
-    /// Resolves the `model` a client named: the served model's name or `current`.
     /// 400 naming `field` when `prompt` (rendered with the chat template) has more tokens
     /// than `limit`.
     pub async fn check_prompt_tokens(&self, limit: Option<usize>, prompt: &crate::engine::Prompt, field: &str) -> Result<(), ApiError> {
         let Some(limit) = limit else { return Ok(()) };
-        let text = match prompt {
-            crate::engine::Prompt::Text(text) => text.clone(),
-            crate::engine::Prompt::Chat(messages) => match &self.engine.vocab().chat_template {
-                Some(template) => template.render(messages).map_err(|e| ApiError::field(field, format!("chat template: {e}")))?,
-                None => return Ok(()),
-            },
+        let Some(text) = prompt.text(self.engine.vocab()).map_err(|e| ApiError::field(field, e.to_string()))? else {
+            return Ok(());
         };
         let tokens = self.engine.tokenize(&text).await?.len();
         if tokens > limit {
@@ -101,6 +96,7 @@ impl Served {
         Ok(())
     }
 
+    /// Resolves the `model` a client named: the served model's name or `current`.
     pub fn check_model(&self, requested: &str) -> Result<(), ApiError> {
         let name = &self.engine.info().name;
         if requested == name || requested == models::CURRENT_ALIAS {
@@ -319,6 +315,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 /// body limit and a tracing span per request.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
+    crate::metrics::handle();
     let (router, mut spec) = routes().split_for_parts();
     declare_api_keys(&mut spec);
     router

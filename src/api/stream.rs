@@ -176,18 +176,12 @@ pub fn sse(
     let choices = generations.into_iter().enumerate().map(|(index, generation)| {
         let engine = engine.clone();
         Box::pin(async_stream::stream! {
-            let started = std::time::Instant::now();
+            let mut watch = crate::metrics::GenerationWatch::start();
             match engine.generate(generation).await {
                 Ok(mut events) => {
-                    let mut first = true;
                     while let Some(event) = events.recv().await {
-                        match &event {
-                            Ok(Event::Delta { .. }) if first => {
-                                first = false;
-                                crate::metrics::first_token(started);
-                            }
-                            Ok(Event::Done(finish)) => crate::metrics::tokens(finish),
-                            _ => {}
+                        if let Ok(event) = &event {
+                            watch.event(event);
                         }
                         yield (index, event);
                     }

@@ -35,6 +35,21 @@ pub enum Prompt {
     Text(String),
 }
 
+impl Prompt {
+    /// The text the model reads: raw text as is, a chat rendered with the model's chat
+    /// template (`None` when the model has none).
+    pub fn text(&self, vocab: &vocab::Vocab) -> Result<Option<String>, EngineError> {
+        match self {
+            Self::Text(text) => Ok(Some(text.clone())),
+            Self::Chat(messages) => vocab
+                .chat_template
+                .as_ref()
+                .map(|template| template.render(messages).map_err(|e| EngineError::Invalid(format!("chat template: {e}"))))
+                .transpose(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Generation {
     pub prompt: Prompt,
@@ -158,20 +173,18 @@ pub type SharedEngine = Arc<dyn Engine>;
 
 /// Runs a generation to the end and gathers its text and log-probs.
 pub async fn complete<E: Engine + ?Sized>(engine: &E, generation: Generation) -> Result<Completion, EngineError> {
-    let started = std::time::Instant::now();
+    let mut watch = crate::metrics::GenerationWatch::start();
     let mut stream = engine.generate(generation).await?;
     let mut out = Completion::default();
     while let Some(event) = stream.recv().await {
-        match event? {
+        let event = event?;
+        watch.event(&event);
+        match event {
             Event::Delta { text, logprobs } => {
-                if out.text.is_empty() && out.logprobs.is_empty() {
-                    crate::metrics::first_token(started);
-                }
                 out.text.push_str(&text);
                 out.logprobs.extend(logprobs);
             }
             Event::Done(finish) => {
-                crate::metrics::tokens(&finish);
                 out.finish = Some(finish);
                 return Ok(out);
             }

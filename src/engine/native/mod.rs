@@ -95,17 +95,9 @@ impl NativeEngine {
     }
 
     fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
-        let text = match prompt {
-            Prompt::Text(text) => text.clone(),
-            Prompt::Chat(messages) => {
-                let template = self
-                    .vocab
-                    .chat_template
-                    .as_ref()
-                    .ok_or_else(|| EngineError::Invalid("the model has no chat template; use /v1/completions".into()))?;
-                template.render(messages).map_err(|e| EngineError::Invalid(format!("chat template: {e}")))?
-            }
-        };
+        let text = prompt
+            .text(&self.vocab)?
+            .ok_or_else(|| EngineError::Invalid("the model has no chat template; use /v1/completions".into()))?;
         super::tokenizer::encode(&self.tokenizer, &text).map_err(|e| EngineError::Internal(e.to_string()))
     }
 }
