@@ -14,7 +14,7 @@ use super::error::ErrorBody;
 use super::judge::{validate_judge_options, JudgeOptions, JudgmentOut};
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
 use super::{ApiError, ApiJson, AppState, Served};
-use crate::engine::{ChatMessage, Completion, Prompt};
+use crate::engine::{self, ChatMessage, Completion, Prompt};
 use crate::judge::{self, JudgeSettings, NoPairReason, PairDecision, PairPolicy, Scored, Verdict};
 use crate::store::records::{NewCandidate, NewGeneration, NewJudgment, NewPair};
 
@@ -231,25 +231,40 @@ pub async fn generate(
     let engine = served.engine.as_ref();
     let prompt = Prompt::Chat(request.messages.clone());
     served.check_prompt_tokens(state.limits.max_prompt_tokens, &prompt, "messages").await?;
-    let generations = (0..request.sampling.n).map(|i| request.sampling.generation(prompt.clone(), i)).collect();
-    let (done, usage) = super::complete_all(engine, generations).await?;
-    let completions: Vec<Completion> = done.iter().map(|(c, _)| c.clone()).collect();
-
-    let verdicts: Option<Vec<Verdict>> = match &request.judge {
-        None => None,
-        Some(settings) => {
-            let question = judge::question_text(&request.messages);
-            let template = state.judge_template.as_ref();
-            Some(
-                futures::future::try_join_all(completions.iter().enumerate().map(|(i, c)| {
-                    let settings = JudgeSettings { seed: settings.seed.wrapping_add(1000 * i as u64), ..settings.clone() };
-                    let question = question.clone();
-                    async move { judge::judge(engine, template, &question, &c.text, &settings).await }
-                }))
-                .await?,
-            )
+    // Each candidate is judged as soon as its own answer is done: the engine batches the
+    // judge samples of early answers with the decoding of late ones.
+    let question = judge::question_text(&request.messages);
+    let template = state.judge_template.as_ref();
+    let candidates = futures::future::try_join_all((0..request.sampling.n).map(|i| {
+        let generation = request.sampling.generation(prompt.clone(), i);
+        let settings = request
+            .judge
+            .as_ref()
+            .map(|s| JudgeSettings { seed: s.seed.wrapping_add(1000 * i as u64), ..s.clone() });
+        let question = &question;
+        async move {
+            let completion = engine::complete(engine, generation).await?;
+            let verdict = match settings {
+                Some(settings) => Some(judge::judge(engine, template, question, &completion.text, &settings).await?),
+                None => None,
+            };
+            Ok::<_, engine::EngineError>((completion, verdict))
         }
-    };
+    }))
+    .await?;
+    let mut usage = Usage::default();
+    let mut done = Vec::with_capacity(candidates.len());
+    let mut verdicts = request.judge.as_ref().map(|_| Vec::with_capacity(candidates.len()));
+    for (completion, verdict) in candidates {
+        let finish = completion.finish.clone().expect("complete() returns a finish");
+        usage.add(&finish);
+        done.push((completion, finish));
+        if let (Some(all), Some(verdict)) = (verdicts.as_mut(), verdict) {
+            all.push(verdict);
+        }
+    }
+    tracing::Span::current().record("tokens", usage.completion_tokens);
+    let completions: Vec<Completion> = done.iter().map(|(c, _)| c.clone()).collect();
 
     let decision = verdicts.as_ref().map(|vs| {
         let scored: Vec<Scored> = vs

@@ -5,6 +5,7 @@
 //! together. Dropping the stream cancels the generation. The engine knows no HTTP
 //! and no database.
 
+pub mod math;
 pub mod mistral;
 pub mod native;
 pub mod sampler;

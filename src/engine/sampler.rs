@@ -9,6 +9,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::math::exp_shifted;
+
 /// How to pick tokens; validated by the API layer before it gets here.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingConfig {
@@ -103,12 +105,10 @@ impl Sampler {
     fn draw(&mut self, logits: &[f32]) -> usize {
         let inv_t = 1.0 / self.cfg.temperature;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let probs: Vec<(usize, f32)> = logits
-            .iter()
-            .enumerate()
-            .filter(|(_, l)| l.is_finite())
-            .map(|(i, &l)| (i, ((l - max) * inv_t).exp()))
-            .collect();
+        let mut weights: Vec<f32> = logits.iter().map(|&l| (l - max) * inv_t).collect();
+        exp_shifted(&mut weights, 0.0);
+        let probs: Vec<(usize, f32)> =
+            weights.into_iter().enumerate().zip(logits).filter(|(_, l)| l.is_finite()).map(|(p, _)| p).collect();
         let total: f32 = probs.iter().map(|p| p.1).sum();
         let keep = self.nucleus(probs, total);
         let kept: f32 = keep.iter().map(|p| p.1).sum();
@@ -172,8 +172,8 @@ fn argmax(xs: &[f32]) -> usize {
 
 fn log_sum_exp(xs: &[f32]) -> f32 {
     let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = xs.iter().map(|&x| ((x - max) as f64).exp()).sum();
-    max + sum.ln() as f32
+    let mut shifted = xs.to_vec();
+    max + exp_shifted(&mut shifted, max).ln()
 }
 
 fn top_k_indices(xs: &[f32], k: usize) -> Vec<usize> {

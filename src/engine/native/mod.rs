@@ -6,6 +6,7 @@
 //! samples each sequence that reached the end of its rows, and sends the text on. A
 //! sequence whose consumer went away is dropped at the next step.
 
+mod attention;
 pub mod model;
 pub mod q8;
 
@@ -37,7 +38,7 @@ pub struct NativeOptions {
     pub prefill_chunk: usize,
 }
 
-/// Shorter shared prefixes are recomputed: copying them is not worth the bookkeeping.
+/// Shorter shared prefixes are recomputed: sharing them is not worth the bookkeeping.
 const MIN_SHARED_PREFIX: usize = 16;
 /// Finished sequences whose caches are kept for later prompts that continue them (a
 /// judge's forced `Score:` line continues the judge's own text).
@@ -45,6 +46,12 @@ const RECENT_CACHES: usize = 32;
 
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Where a new sequence's shared prefix comes from.
+enum Donor {
+    Running(usize),
+    Recent(usize),
 }
 
 struct Job {
@@ -185,13 +192,15 @@ impl Scheduler {
                 let shared = |tokens: &[u32]| common_prefix(tokens, &job.prompt).min(job.prompt.len() - 1);
                 let donor = running
                     .iter()
-                    .map(|s| (Some(s), &s.cache, s.prefilled, shared(&s.job.prompt)))
-                    .chain(recent.iter().map(|(tokens, cache)| (None, cache, tokens.len(), shared(tokens))))
-                    .filter(|d| d.3 >= MIN_SHARED_PREFIX)
-                    .max_by_key(|d| d.3);
+                    .enumerate()
+                    .map(|(i, s)| (Donor::Running(i), s.prefilled, shared(&s.job.prompt)))
+                    .chain(recent.iter().enumerate().map(|(i, (tokens, _))| (Donor::Recent(i), tokens.len(), shared(tokens))))
+                    .filter(|d| d.2 >= MIN_SHARED_PREFIX)
+                    .max_by_key(|d| d.2);
                 let cache = match donor {
-                    Some((Some(_), _, computed, shared)) if computed < shared => break,
-                    Some((_, cache, _, shared)) => cache.prefix(shared, kv_dim),
+                    Some((Donor::Running(_), computed, shared)) if computed < shared => break,
+                    Some((Donor::Running(i), _, shared)) => running[i].cache.share(shared, kv_dim),
+                    Some((Donor::Recent(i), _, shared)) => recent[i].1.share(shared, kv_dim),
                     None => KvCache::new(self.model.config.layers),
                 };
                 let job = waiting.pop_front().expect("front exists");

@@ -5,10 +5,13 @@
 //! weights read once per step), attention runs per row against its own sequence's KV
 //! cache. Nothing a row computes depends on the other rows in the step.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use rayon::prelude::*;
 
 use super::q8::{Q8Linear, Q8Rows};
+use super::attention::attend;
 use crate::train::config::LlamaConfig;
 use crate::train::weights::LlamaWeights;
 
@@ -35,27 +38,85 @@ pub struct NativeModel {
     sin: Vec<f32>,
 }
 
-/// The keys and values one sequence has accumulated, per layer.
-#[derive(Default)]
-pub struct KvCache {
+/// Keys and values of a run of positions, one vector per layer.
+struct Run {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
 }
 
+impl Run {
+    fn new(layers: usize) -> Self {
+        Self { k: vec![Vec::new(); layers], v: vec![Vec::new(); layers] }
+    }
+
+    fn len(&self, kv_dim: usize) -> usize {
+        self.k.first().map_or(0, |k| k.len() / kv_dim)
+    }
+}
+
+/// The keys and values one sequence has accumulated: runs shared with other sequences
+/// (frozen; each used up to a length), then the positions only this sequence holds.
+/// Sequences that continue one prompt (the `n` choices of a request, the K samples of a
+/// judge prompt, every judge prompt's rubric) read one copy of that prompt's keys and
+/// values instead of one copy each.
+pub struct KvCache {
+    shared: Vec<(Arc<Run>, usize)>,
+    shared_len: usize,
+    own: Run,
+}
+
 impl KvCache {
     pub fn new(layers: usize) -> Self {
-        Self { k: vec![Vec::new(); layers], v: vec![Vec::new(); layers] }
+        Self { shared: Vec::new(), shared_len: 0, own: Run::new(layers) }
     }
 
     /// Positions stored.
     pub fn len(&self, kv_dim: usize) -> usize {
-        self.k.first().map_or(0, |k| k.len() / kv_dim)
+        self.shared_len + self.own.len(kv_dim)
     }
 
-    /// A new cache holding this one's first `positions` positions.
-    pub fn prefix(&self, positions: usize, kv_dim: usize) -> Self {
-        let take = |layers: &Vec<Vec<f32>>| layers.iter().map(|l| l[..positions * kv_dim].to_vec()).collect();
-        Self { k: take(&self.k), v: take(&self.v) }
+    /// A cache for another sequence that starts with this one's first `positions`
+    /// positions, shared rather than copied: what this sequence holds alone is frozen
+    /// into a shared run first (it keeps appending to a new run of its own).
+    pub fn share(&mut self, positions: usize, kv_dim: usize) -> Self {
+        let layers = self.own.k.len();
+        if positions > self.shared_len {
+            let own = std::mem::replace(&mut self.own, Run::new(layers));
+            let len = own.len(kv_dim);
+            self.shared.push((Arc::new(own), len));
+            self.shared_len += len;
+        }
+        let mut shared = Vec::new();
+        let mut left = positions.min(self.shared_len);
+        for (run, len) in &self.shared {
+            if left == 0 {
+                break;
+            }
+            let take = (*len).min(left);
+            shared.push((run.clone(), take));
+            left -= take;
+        }
+        Self { shared, shared_len: positions.min(self.shared_len), own: Run::new(layers) }
+    }
+
+    fn push(&mut self, layer: usize, k: &[f32], v: &[f32]) {
+        self.own.k[layer].extend_from_slice(k);
+        self.own.v[layer].extend_from_slice(v);
+    }
+
+    /// Layer `layer`'s keys and values of the first `len` positions, as runs in order.
+    fn runs(&self, layer: usize, len: usize, kv_dim: usize) -> Vec<(&[f32], &[f32])> {
+        let mut out = Vec::with_capacity(self.shared.len() + 1);
+        let mut left = len;
+        let own = (&self.own.k[layer][..], &self.own.v[layer][..]);
+        for (k, v) in self.shared.iter().map(|(run, n)| (&run.k[layer][..n * kv_dim], &run.v[layer][..n * kv_dim])).chain([own]) {
+            let take = (k.len() / kv_dim).min(left);
+            if take > 0 {
+                out.push((&k[..take * kv_dim], &v[..take * kv_dim]));
+            }
+            left -= take;
+        }
+        out
     }
 }
 
@@ -131,16 +192,16 @@ impl NativeModel {
             }
             for (i, r) in rows.iter().enumerate() {
                 let cache = &mut caches[r.seq];
-                debug_assert_eq!(cache.k[li].len(), r.pos * kv_dim, "rows follow the cache");
-                cache.k[li].extend_from_slice(&k[i * kv_dim..(i + 1) * kv_dim]);
-                cache.v[li].extend_from_slice(&v[i * kv_dim..(i + 1) * kv_dim]);
+                debug_assert_eq!(cache.shared_len + cache.own.k[li].len() / kv_dim, r.pos, "rows follow the cache");
+                cache.push(li, &k[i * kv_dim..(i + 1) * kv_dim], &v[i * kv_dim..(i + 1) * kv_dim]);
             }
             let mut attn = vec![0f32; n * d];
             let caches_ro: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
             attn.par_chunks_mut(d).enumerate().for_each(|(i, out)| {
                 let r = rows[i];
                 let cache = caches_ro[r.seq];
-                attend(&q[i * d..(i + 1) * d], &cache.k[li], &cache.v[li], r.pos + 1, c.heads, c.kv_heads, hd, out);
+                let runs = cache.runs(li, r.pos + 1, kv_dim);
+                attend(&q[i * d..(i + 1) * d], &runs, r.pos + 1, c.heads, c.kv_heads, hd, out);
             });
             let o = layer.o.forward(&Q8Rows::quantize(&attn, d));
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
@@ -193,50 +254,48 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
     out
 }
 
-/// Causal attention of one query row over the first `len` cached positions. The query
-/// heads that share a key/value head are scored in one pass over the cache.
-#[allow(clippy::too_many_arguments)]
-fn attend(q: &[f32], k: &[f32], v: &[f32], len: usize, heads: usize, kv_heads: usize, hd: usize, out: &mut [f32]) {
-    let kv_dim = kv_heads * hd;
-    let group = heads / kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let mut scores = vec![0f32; group * len];
-    for kvh in 0..kv_heads {
-        let heads_q = &q[kvh * group * hd..(kvh + 1) * group * hd];
-        for j in 0..len {
-            let kj = &k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-            for (g, qh) in heads_q.chunks_exact(hd).enumerate() {
-                scores[g * len + j] = dot(qh, kj) * scale;
-            }
-        }
-        for (g, row) in scores.chunks_exact_mut(len).enumerate() {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0f32;
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
-            }
-            let h = kvh * group + g;
-            let oh = &mut out[h * hd..(h + 1) * hd];
-            oh.iter_mut().for_each(|o| *o = 0.0);
-            for (j, s) in row.iter().enumerate() {
-                let w = s / total;
-                let vj = &v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                oh.iter_mut().zip(vj).for_each(|(o, x)| *o += w * x);
-            }
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A dot product in eight independent lanes, so the compiler can use SIMD (a plain
-/// iterator sum must keep its order and stays scalar).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    for (ca, cb) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for i in 0..8 {
-            lanes[i] += ca[i] * cb[i];
-        }
+    fn model() -> NativeModel {
+        NativeModel::new(&crate::train::model::tests::tiny_weights(7, false).unwrap()).unwrap()
     }
-    let tail: f32 = a.chunks_exact(8).remainder().iter().zip(b.chunks_exact(8).remainder()).map(|(x, y)| x * y).sum();
-    lanes.iter().sum::<f32>() + tail
+
+    /// Feeds `tokens` one step at a time after what `cache` holds; the last logits.
+    fn feed(m: &NativeModel, cache: &mut KvCache, tokens: &[u32]) -> Vec<f32> {
+        let start = cache.len(m.config.kv_dim());
+        let rows: Vec<Row> = tokens.iter().enumerate().map(|(j, &token)| Row { seq: 0, token, pos: start + j }).collect();
+        m.step(&rows, &mut [cache], &[rows.len() - 1]).remove(0)
+    }
+
+    #[test]
+    fn a_shared_prefix_gives_the_same_logits_as_computing_it_again() {
+        let m = model();
+        let kv_dim = m.config.kv_dim();
+        let prompt: Vec<u32> = (0..20).map(|i| (i * 7 % 48) as u32).collect();
+        let mut solo = KvCache::new(m.config.layers);
+        let expected = feed(&m, &mut solo, &prompt);
+
+        // A donor that has the first 12 tokens and went its own way after them.
+        let mut donor = KvCache::new(m.config.layers);
+        feed(&m, &mut donor, &prompt[..8]);
+        feed(&m, &mut donor, &prompt[8..12]);
+        let donor_next = feed(&m, &mut donor, &[3, 4, 5]);
+        let mut borrower = donor.share(12, kv_dim);
+        assert_eq!(borrower.len(kv_dim), 12);
+        assert_eq!(feed(&m, &mut borrower, &prompt[12..]), expected, "bit for bit");
+
+        // The donor keeps appending after its positions were frozen, and a third
+        // sequence shares a prefix that spans two of the donor's runs.
+        let after = feed(&m, &mut donor, &[6]);
+        let mut again = KvCache::new(m.config.layers);
+        feed(&m, &mut again, &prompt[..12]);
+        feed(&m, &mut again, &[3, 4, 5]);
+        assert_eq!(feed(&m, &mut again, &[6]), after);
+        let mut third = donor.share(15, kv_dim);
+        assert_eq!(feed(&m, &mut third, &[6]), after);
+        assert_eq!(donor.len(kv_dim), 16);
+        assert!(!donor_next.is_empty());
+    }
 }
