@@ -252,18 +252,9 @@ pub async fn generate(
         }
     }))
     .await?;
-    let mut usage = Usage::default();
-    let mut done = Vec::with_capacity(candidates.len());
-    let mut verdicts = request.judge.as_ref().map(|_| Vec::with_capacity(candidates.len()));
-    for (completion, verdict) in candidates {
-        let finish = completion.finish.clone().expect("complete() returns a finish");
-        usage.add(&finish);
-        done.push((completion, finish));
-        if let (Some(all), Some(verdict)) = (verdicts.as_mut(), verdict) {
-            all.push(verdict);
-        }
-    }
-    tracing::Span::current().record("tokens", usage.completion_tokens);
+    let (completions, verdicts): (Vec<Completion>, Vec<Option<Verdict>>) = candidates.into_iter().unzip();
+    let verdicts: Option<Vec<Verdict>> = request.judge.is_some().then(|| verdicts.into_iter().flatten().collect());
+    let (done, usage) = super::tally(completions);
     let completions: Vec<Completion> = done.iter().map(|(c, _)| c.clone()).collect();
 
     let decision = verdicts.as_ref().map(|vs| {

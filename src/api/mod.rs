@@ -214,6 +214,14 @@ pub(crate) async fn complete_all(
 ) -> Result<(Vec<(crate::engine::Completion, crate::engine::Finish)>, chat::Usage), ApiError> {
     let completions =
         futures::future::try_join_all(generations.into_iter().map(|g| crate::engine::complete(engine, g))).await?;
+    Ok(tally(completions))
+}
+
+/// Pairs each finished completion with its finish and adds up the usage (also recorded
+/// on the request's span).
+pub(crate) fn tally(
+    completions: Vec<crate::engine::Completion>,
+) -> (Vec<(crate::engine::Completion, crate::engine::Finish)>, chat::Usage) {
     let mut usage = chat::Usage::default();
     let done = completions
         .into_iter()
@@ -224,7 +232,7 @@ pub(crate) async fn complete_all(
         })
         .collect();
     tracing::Span::current().record("tokens", usage.completion_tokens);
-    Ok((done, usage))
+    (done, usage)
 }
 
 /// `axum::Json` whose rejections come back in the API's error shape.

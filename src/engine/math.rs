@@ -21,7 +21,7 @@ pub fn exp_shifted(xs: &mut [f32], shift: f32) -> f32 {
 
 /// A sum in eight independent lanes (SIMD, and a smaller rounding error than one
 /// running total).
-pub fn sum(xs: &[f32]) -> f32 {
+fn sum(xs: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     for c in xs.chunks_exact(8) {
         for i in 0..8 {

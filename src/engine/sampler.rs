@@ -106,10 +106,10 @@ impl Sampler {
         let inv_t = 1.0 / self.cfg.temperature;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut weights: Vec<f32> = logits.iter().map(|&l| (l - max) * inv_t).collect();
-        exp_shifted(&mut weights, 0.0);
+        // Masked (−∞) logits weigh 0, so the sum is the kept tokens' total.
+        let total = exp_shifted(&mut weights, 0.0);
         let probs: Vec<(usize, f32)> =
             weights.into_iter().enumerate().zip(logits).filter(|(_, l)| l.is_finite()).map(|(p, _)| p).collect();
-        let total: f32 = probs.iter().map(|p| p.1).sum();
         let keep = self.nucleus(probs, total);
         let kept: f32 = keep.iter().map(|p| p.1).sum();
         let mut u = self.rng.random::<f32>() * kept;

@@ -48,7 +48,7 @@ fn score_run(qs: &[f32], keys: &[f32], kv_dim: usize, offset: usize, hd: usize, 
     let n = keys.len() / kv_dim;
     let mut p = 0;
     #[cfg(target_feature = "avx2")]
-    if hd % 8 == 0 {
+    if hd.is_multiple_of(8) {
         while p + 8 <= n {
             let block = &keys[p * kv_dim + offset..(p + 7) * kv_dim + offset + hd];
             for (g, qh) in qs.chunks_exact(hd).enumerate() {
@@ -80,7 +80,7 @@ fn value_run(scores: &[f32], len: usize, j0: usize, values: &[f32], kv_dim: usiz
     let weights = |g: usize| &scores[g * len + j0..g * len + j0 + n];
     let values = &values[offset..(n - 1) * kv_dim + offset + hd];
     #[cfg(target_feature = "avx2")]
-    if hd % 16 == 0 {
+    if hd.is_multiple_of(16) {
         // SAFETY: AVX2 and FMA are enabled at compile time (cfg above); each weight
         // slice has `n` values, `values` holds `n` positions `kv_dim` apart and `outs`
         // `G × hd` values.
@@ -126,7 +126,7 @@ mod simd {
     /// AVX2 and FMA must be available; `q.len()` is a multiple of 8 and `keys` holds
     /// `7 · stride + q.len()` values.
     pub unsafe fn dot8(q: &[f32], keys: &[f32], stride: usize) -> [f32; 8] {
-        debug_assert!(q.len() % 8 == 0 && keys.len() >= 7 * stride + q.len());
+        debug_assert!(q.len().is_multiple_of(8) && keys.len() >= 7 * stride + q.len());
         let mut acc = [_mm256_setzero_ps(); 8];
         for c in (0..q.len()).step_by(8) {
             let qv = _mm256_loadu_ps(q.as_ptr().add(c));
@@ -157,7 +157,7 @@ mod simd {
     /// length).
     pub unsafe fn values<const G: usize>(weights: [&[f32]; G], values: &[f32], stride: usize, hd: usize, outs: &mut [f32]) {
         let n = weights[0].len();
-        debug_assert!(hd % 16 == 0 && outs.len() == G * hd && values.len() >= (n - 1) * stride + hd);
+        debug_assert!(hd.is_multiple_of(16) && outs.len() == G * hd && values.len() >= (n - 1) * stride + hd);
         debug_assert!(weights.iter().all(|w| w.len() == n));
         for c in (0..hd).step_by(16) {
             let mut acc = [[_mm256_setzero_ps(); 2]; G];

@@ -86,8 +86,9 @@ impl KvCache {
             self.shared.push((Arc::new(own), len));
             self.shared_len += len;
         }
+        let positions = positions.min(self.shared_len);
         let mut shared = Vec::new();
-        let mut left = positions.min(self.shared_len);
+        let mut left = positions;
         for (run, len) in &self.shared {
             if left == 0 {
                 break;
@@ -96,7 +97,7 @@ impl KvCache {
             shared.push((run.clone(), take));
             left -= take;
         }
-        Self { shared, shared_len: positions.min(self.shared_len), own: Run::new(layers) }
+        Self { shared, shared_len: positions, own: Run::new(layers) }
     }
 
     fn push(&mut self, layer: usize, k: &[f32], v: &[f32]) {
