@@ -42,7 +42,8 @@ pub enum Command {
     /// Train the next checkpoint: SFT from chat JSONL, or DPO on the pairs in Postgres.
     #[command(subcommand)]
     Train(TrainCommand),
-    /// Data in and out: Open Assistant import, pairs for TRL.
+    /// Data in and out: Open Assistant import, pairs for TRL, checkable requests and
+    /// verifiable judge pairs.
     #[command(subcommand)]
     Data(DataCommand),
     /// Checkpoints trained elsewhere.
@@ -57,6 +58,15 @@ pub enum DataCommand {
     ImportOasst(crate::data::oasst::ImportOasstArgs),
     /// Write preference pairs as TRL conversational JSONL (prompt/chosen/rejected).
     ExportPairs(crate::data::pairs::ExportPairsArgs),
+    /// Write requests with checkable instructions (the `eval` split is the committed
+    /// yardstick, data/ifeval.jsonl; the `train` split never overlaps it).
+    MakeIfeval(crate::data::ifeval::MakeIfevalArgs),
+    /// Verifiable judge pairs: a model's sampled answers to checkable requests, one that
+    /// followed every instruction against one that did not (for `eval rm --data`).
+    MakeJudgePairs(crate::data::ifeval::MakeJudgePairsArgs),
+    /// Judge training data written by the model itself (the paper's EFT recipe): its
+    /// judgments of human-scored responses, kept where they agree with the human order.
+    MakeEft(crate::data::eft::MakeEftArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +83,9 @@ pub enum EvalCommand {
     /// Model A against model B on a prompt set, judged pairwise in both orders: win,
     /// tie and loss rates, length statistics and a length-controlled win rate.
     H2h(crate::eval::h2h::EvalH2hArgs),
+    /// The objective yardstick: held-out requests with checkable instructions;
+    /// prompt- and instruction-level accuracy, strict and loose, with 95 % intervals.
+    Ifeval(crate::eval::ifeval::EvalIfevalArgs),
     /// A model's answers on a prompt set in AlpacaEval's model-outputs JSON.
     ExportAlpaca(crate::eval::alpaca::ExportAlpacaArgs),
     /// Draw a stored metric by iteration as an SVG chart.
@@ -101,6 +114,10 @@ pub struct DpoArgs {
     /// --follow swap it in); then wait for the next batch. Stop with Ctrl-C.
     #[arg(long, conflicts_with_all = ["checkpoint", "dry_run"])]
     pub watch: bool,
+    /// Register the checkpoint without announcing it to servers started with --follow
+    /// (`srlm loop` does this when its swap gate decides what is served).
+    #[arg(long)]
+    pub no_announce: bool,
     /// With --watch: available pairs needed to start a run.
     #[arg(long, default_value_t = 64)]
     pub min_pairs: i64,

@@ -12,11 +12,13 @@ pub mod engine;
 pub mod eval;
 pub mod judge;
 pub mod metrics;
+pub mod progress;
 pub mod selfinstruct;
 pub mod selfloop;
 pub mod serve;
 pub mod store;
 pub mod telemetry;
 pub mod train;
+pub mod verify;
 
 pub use api::{app, AppState, Limits};

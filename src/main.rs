@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
             match eval {
                 EvalCommand::Rm(args) => srlm::eval::rm::run(args).await,
                 EvalCommand::H2h(args) => srlm::eval::h2h::run(args).await,
+                EvalCommand::Ifeval(args) => srlm::eval::ifeval::run(args).await,
                 EvalCommand::ExportAlpaca(args) => srlm::eval::alpaca::run(args).await,
                 EvalCommand::Chart(args) => srlm::eval::chart_command(args).await,
             }
@@ -47,6 +48,9 @@ async fn main() -> anyhow::Result<()> {
             match data {
                 DataCommand::ImportOasst(args) => srlm::data::oasst::run(args),
                 DataCommand::ExportPairs(args) => srlm::data::pairs::run(args).await,
+                DataCommand::MakeIfeval(args) => srlm::data::ifeval::run(args),
+                DataCommand::MakeJudgePairs(args) => srlm::data::ifeval::make_judge_pairs(args).await,
+                DataCommand::MakeEft(args) => srlm::data::eft::run(args).await,
             }
         }
         Command::Checkpoints(CheckpointsCommand::Import(args)) => {

@@ -15,8 +15,9 @@ use super::judge::{validate_judge_options, JudgeOptions, JudgmentOut};
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
 use super::{ApiError, ApiJson, AppState, Served};
 use crate::engine::{self, ChatMessage, Completion, Prompt};
-use crate::judge::{self, JudgeSettings, NoPairReason, PairDecision, PairPolicy, Scored, Verdict};
+use crate::judge::{self, DecidedBy, JudgeSettings, NoPairReason, PairDecision, PairPolicy, Reward, Scored, Verdict};
 use crate::store::records::{NewCandidate, NewGeneration, NewJudgment, NewPair};
+use crate::verify::{Instruction, Outcome};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(generate))
@@ -67,7 +68,19 @@ pub struct GenerateRequest {
     pub source: Option<String>,
     /// Loop iteration the prompt belongs to (default 0).
     pub iteration: Option<i32>,
+    /// Checkable instructions the prompt carries (as `srlm data make-ifeval` writes
+    /// them, at most 10): every candidate is checked against them, and they are stored
+    /// with the prompt.
+    pub instructions: Option<Vec<Instruction>>,
+    /// What decides the pair: `judge` (default, the paper), `verify` (answers that
+    /// followed more of `instructions` beat those that followed fewer; the judge chooses
+    /// within each group) or `judge+verify` (the verifier, and the judge where it cannot
+    /// tell the answers apart).
+    pub reward: Option<Reward>,
 }
+
+/// Most checkable instructions one prompt may carry.
+pub const MAX_INSTRUCTIONS: usize = 10;
 
 const SOURCES: [&str; 3] = ["user", "seed", "self_instruct"];
 const DEFAULT_MAX_TOKENS: usize = 256;
@@ -80,6 +93,8 @@ struct ValidGenerate {
     policy: PairPolicy,
     source: String,
     iteration: i32,
+    instructions: Option<Vec<Instruction>>,
+    reward: Reward,
 }
 
 impl GenerateRequest {
@@ -136,7 +151,17 @@ impl GenerateRequest {
         if iteration < 0 {
             return Err(ApiError::field("iteration", format!("iteration must be 0 or more, got {iteration}")));
         }
-        Ok(ValidGenerate { messages, sampling, judge, record: self.record.unwrap_or(true), policy, source, iteration })
+        if let Some(list) = &self.instructions {
+            if list.len() > MAX_INSTRUCTIONS {
+                return Err(ApiError::field(
+                    "instructions",
+                    format!("instructions may hold at most {MAX_INSTRUCTIONS} items, got {}", list.len()),
+                ));
+            }
+        }
+        let instructions = self.instructions.filter(|l| !l.is_empty());
+        let reward = self.reward.unwrap_or_default();
+        Ok(ValidGenerate { messages, sampling, judge, record: self.record.unwrap_or(true), policy, source, iteration, instructions, reward })
     }
 }
 
@@ -151,6 +176,8 @@ pub struct PairOut {
     pub rejected_candidate_id: Option<i64>,
     pub chosen_score: f32,
     pub rejected_score: f32,
+    /// Which signal made the pair: the judge or the verifier.
+    pub decided_by: DecidedBy,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -165,6 +192,8 @@ pub struct GeneratedChoice {
     /// Judge samples whose score parsed.
     pub parsed: usize,
     pub judgments: Vec<JudgmentOut>,
+    /// Per instruction of the request: followed or not (absent without instructions).
+    pub verified: Option<Outcome>,
 }
 
 /// Per-request judging summary.
@@ -257,26 +286,36 @@ pub async fn generate(
     let (done, usage) = super::tally(completions);
     let completions: Vec<Completion> = done.iter().map(|(c, _)| c.clone()).collect();
 
-    let decision = verdicts.as_ref().map(|vs| {
-        let scored: Vec<Scored> = vs
+    let outcomes: Option<Vec<Outcome>> =
+        request.instructions.as_ref().map(|list| completions.iter().map(|c| Outcome::of(list, &c.text)).collect());
+    let decides = verdicts.is_some() || (request.reward != Reward::Judge && outcomes.is_some());
+    let decision = decides.then(|| {
+        let scored: Vec<Scored> = completions
             .iter()
-            .zip(&completions)
-            .map(|(v, c)| Scored { score: v.mean, length: c.text.chars().count() })
+            .enumerate()
+            .map(|(i, c)| Scored {
+                score: verdicts.as_ref().and_then(|vs| vs[i].mean),
+                length: c.text.chars().count(),
+                verified: outcomes.as_ref().map(|o| o[i].followed() as f32 / o[i].strict.len() as f32),
+            })
             .collect();
-        request.policy.decide(&scored)
+        request.policy.decide_with(request.reward, &scored)
     });
     let pair = match decision {
-        Some(PairDecision::Pair { chosen, rejected, chosen_score, rejected_score }) => {
+        Some((PairDecision::Pair { chosen, rejected, chosen_score, rejected_score }, _)) => {
             Some(NewPair { chosen, rejected, chosen_score, rejected_score })
         }
         _ => None,
     };
+    let decided_by = decision.map(|d| d.1);
+    let decision = decision.map(|d| d.0);
     crate::metrics::pair_decision(decision.as_ref());
 
     let ids = match checkpoint_id {
         None => None,
         Some(checkpoint_id) => {
-            let record = to_record(&request, checkpoint_id, &completions, verdicts.as_deref(), pair);
+            let decided = pair.zip(decided_by).map(|(p, by)| Decided { by, pair: p, outcomes: outcomes.as_deref(), template: state.judge_template.sha256(), checkpoint_id });
+            let record = to_record(&request, checkpoint_id, &completions, verdicts.as_deref(), pair, decided);
             Some(state.store.record_generation(&record).await.map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?)
         }
     };
@@ -296,6 +335,7 @@ pub async fn generate(
                 judgments: verdict.map_or_else(Vec::new, |v| {
                     JudgmentOut::list(v, ids.as_ref().map(|ids| ids.judgment_ids[i].as_slice()))
                 }),
+                verified: outcomes.as_ref().map(|o| o[i].clone()),
             }
         })
         .collect();
@@ -316,6 +356,7 @@ pub async fn generate(
             rejected_candidate_id: candidate_id(p.rejected),
             chosen_score: p.chosen_score,
             rejected_score: p.rejected_score,
+            decided_by: decided_by.unwrap_or(DecidedBy::Judge),
         }),
         no_pair_reason: match decision {
             Some(PairDecision::NoPair(reason)) => Some(reason),
@@ -332,12 +373,22 @@ pub async fn generate(
     Ok(Json(response))
 }
 
+/// What decided a recorded pair, for its `decided_by` column.
+struct Decided<'a> {
+    by: DecidedBy,
+    pair: NewPair,
+    outcomes: Option<&'a [Outcome]>,
+    template: String,
+    checkpoint_id: i64,
+}
+
 fn to_record(
     request: &ValidGenerate,
     checkpoint_id: i64,
     completions: &[Completion],
     verdicts: Option<&[Verdict]>,
     pair: Option<NewPair>,
+    decided: Option<Decided>,
 ) -> NewGeneration {
     let messages: Vec<serde_json::Value> =
         request.messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect();
@@ -368,6 +419,19 @@ fn to_record(
         candidates,
         judgments,
         pair,
+        instructions: request.instructions.as_ref().map(|l| serde_json::to_value(l).expect("instructions serialize")),
+        decided_by: decided.map(|d| {
+            let outcome = |i: usize| d.outcomes.map(|o| &o[i].strict);
+            serde_json::json!({
+                "reward": request.reward.as_str(),
+                "by": d.by,
+                "method": request.judge.as_ref().map(|j| j.method.as_str()),
+                "judge_checkpoint_id": request.judge.as_ref().map(|_| d.checkpoint_id),
+                "template_sha256": request.judge.as_ref().map(|_| d.template),
+                "chosen": outcome(d.pair.chosen),
+                "rejected": outcome(d.pair.rejected),
+            })
+        }),
     }
 }
 

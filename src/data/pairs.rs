@@ -29,7 +29,8 @@ pub struct ExportPairsArgs {
 }
 
 /// One line: `prompt` (the stored conversation), `chosen` and `rejected` (one
-/// assistant message each), the judge's scores, and the ids back into srlm.
+/// assistant message each), the judge's scores, what decided the pair, and the ids back
+/// into srlm.
 pub fn trl_line(p: &PairText) -> serde_json::Value {
     let answer = |text: &str| serde_json::json!([{"role": "assistant", "content": text}]);
     serde_json::json!({
@@ -41,6 +42,7 @@ pub fn trl_line(p: &PairText) -> serde_json::Value {
         "pair_id": p.id,
         "prompt_id": p.prompt_id,
         "checkpoint_id": p.checkpoint_id,
+        "decided_by": p.decided_by,
     })
 }
 
@@ -75,11 +77,13 @@ mod tests {
             rejected: "Go away.".into(),
             chosen_score: 4.5,
             rejected_score: 1.0,
+            decided_by: Some(serde_json::json!({"reward": "verify", "by": "verifier"})),
         };
         let line = trl_line(&p);
         assert_eq!(line["prompt"][1]["content"], "Hi?");
         assert_eq!(line["chosen"], serde_json::json!([{"role": "assistant", "content": "Hello!"}]));
         assert_eq!(line["rejected"][0]["content"], "Go away.");
         assert_eq!((line["score_chosen"].as_f64(), line["pair_id"].as_i64()), (Some(4.5), Some(7)));
+        assert_eq!(line["decided_by"]["by"], "verifier");
     }
 }

@@ -4,9 +4,12 @@
 
 pub mod alpaca;
 pub mod chart;
+pub mod gate;
 pub mod h2h;
+pub mod ifeval;
 pub mod rm;
 pub mod source;
+pub mod stats;
 
 use std::path::PathBuf;
 
@@ -61,9 +64,7 @@ where
     Fut: std::future::Future<Output = Result<T>> + 'a,
 {
     use futures::StreamExt;
-    let bar = indicatif::ProgressBar::new(prompts.len() as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta})").expect("a valid template"));
-    bar.set_prefix(prefix);
+    let bar = crate::progress::Progress::new(prompts.len() as u64, prefix, "prompts");
     let results: Vec<Result<T>> = futures::stream::iter(prompts.iter().enumerate())
         .map(|(i, prompt)| {
             let bar = bar.clone();
@@ -77,7 +78,7 @@ where
         .buffered(concurrency.max(1))
         .collect()
         .await;
-    bar.finish_and_clear();
+    bar.finish();
     results.into_iter().collect()
 }
 

@@ -48,6 +48,11 @@ pub struct RmMetrics {
     /// Answer pairs of a prompt that the judge orders as the humans do (a tie counts as
     /// a disagreement; pairs with an unparsed score are left out).
     pub pairwise_accuracy: Option<f64>,
+    /// Comparable answer pairs behind `pairwise_accuracy`.
+    pub pairs: usize,
+    /// 95 % Wilson interval of `pairwise_accuracy`.
+    pub pairwise_low: Option<f64>,
+    pub pairwise_high: Option<f64>,
     /// Of the answers the judge gave 5 (mean rounded), the share the humans ranked first.
     pub five_best: Option<f64>,
     /// Prompts whose whole ranking the judge reproduces exactly (strictly ordered).
@@ -151,6 +156,9 @@ pub fn metrics(items: &[Vec<Option<f64>>]) -> RmMetrics {
     RmMetrics {
         prompts: items.len(),
         pairwise_accuracy: ratio(agree, pairs),
+        pairs,
+        pairwise_low: (pairs > 0).then(|| super::stats::wilson(agree, pairs).0),
+        pairwise_high: (pairs > 0).then(|| super::stats::wilson(agree, pairs).1),
         five_best: ratio(fives_best, fives),
         exact_match: ratio(exact, items.len()),
         spearman: mean(&sp),
@@ -159,13 +167,14 @@ pub fn metrics(items: &[Vec<Option<f64>>]) -> RmMetrics {
     }
 }
 
+/// A prompt with answers in human order, best first.
 #[derive(serde::Deserialize)]
-struct Ranked {
-    prompt: String,
-    answers: Vec<String>,
+pub(crate) struct Ranked {
+    pub prompt: String,
+    pub answers: Vec<String>,
 }
 
-fn read_ranked(path: &std::path::Path) -> Result<Vec<Ranked>> {
+pub(crate) fn read_ranked(path: &std::path::Path) -> Result<Vec<Ranked>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .enumerate()
@@ -187,6 +196,7 @@ pub async fn evaluate(args: &EvalRmArgs) -> Result<RmReport> {
     let mut judges = std::collections::BTreeSet::new();
     for method in &args.methods {
         let mut scores = Vec::with_capacity(items.len());
+        let bar = crate::progress::Progress::new(items.len() as u64, format!("rm {method}"), "prompts");
         for item in &items {
             let judged = item.answers.iter().map(|answer| {
                 let body = serde_json::json!({"prompt": item.prompt, "response": answer, "samples": args.samples,
@@ -197,7 +207,9 @@ pub async fn evaluate(args: &EvalRmArgs) -> Result<RmReport> {
             let answers = futures::future::try_join_all(judged).await?;
             judges.extend(answers.iter().map(|r| r["checkpoint_id"].as_i64()));
             scores.push(answers.iter().map(|r| r["mean"].as_f64()).collect::<Vec<_>>());
+            bar.inc(1);
         }
+        bar.finish();
         out.push((method.clone(), metrics(&scores)));
     }
     anyhow::ensure!(judges.len() <= 1, "the server changed checkpoints during the evaluation (judges {judges:?}); run it again");
@@ -230,12 +242,16 @@ pub async fn run(args: EvalRmArgs) -> Result<()> {
     let report = evaluate(&args).await?;
     let pct = super::pct;
     let num = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
-    eprintln!("{:>10} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>6}", "method", "prompts", "pairwise", "5-best", "exact", "spearman", "kendall", "parse");
+    eprintln!("{:>10} {:>8} {:>26} {:>7} {:>7} {:>8} {:>8} {:>6}", "method", "prompts", "pairwise [95% CI] (pairs)", "5-best", "exact", "spearman", "kendall", "parse");
     for (method, m) in &report.results {
+        let pairwise = match (m.pairwise_low, m.pairwise_high) {
+            (Some(lo), Some(hi)) => format!("{} [{:.1}, {:.1}] ({})", pct(m.pairwise_accuracy), lo * 100.0, hi * 100.0, m.pairs),
+            _ => "-".to_string(),
+        };
         eprintln!(
-            "{method:>10} {:>8} {:>9} {:>7} {:>7} {:>8} {:>8} {:>6}",
+            "{method:>10} {:>8} {:>26} {:>7} {:>7} {:>8} {:>8} {:>6}",
             m.prompts,
-            pct(m.pairwise_accuracy),
+            pairwise,
             pct(m.five_best),
             pct(m.exact_match),
             num(m.spearman),
@@ -267,6 +283,8 @@ mod tests {
     fn a_perfect_ranking_scores_one_everywhere() {
         let m = metrics(&[vec![Some(5.0), Some(3.0), Some(1.0)], vec![Some(4.0), Some(2.0)]]);
         close(m.pairwise_accuracy, 1.0);
+        assert_eq!(m.pairs, 4);
+        close(m.pairwise_low, super::super::stats::wilson(4, 4).0);
         close(m.exact_match, 1.0);
         close(m.spearman, 1.0);
         close(m.kendall_tau, 1.0);

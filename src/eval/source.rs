@@ -28,7 +28,7 @@ pub struct Answer {
 }
 
 pub enum Source {
-    Http { client: reqwest::Client, url: String, model: String, api_key: Option<String>, checkpoint_id: Option<i64>, label: String },
+    Http { client: reqwest::Client, base: String, url: String, model: String, api_key: Option<String>, checkpoint_id: Option<i64>, label: String },
     Engine { engine: SharedEngine, checkpoint_id: Option<i64>, label: String },
 }
 
@@ -41,7 +41,8 @@ impl Source {
             let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(900)).build()?;
             let checkpoint_id = served_checkpoint(&client, &base, model, api_key.as_deref()).await;
             let label = format!("{base} ({model})");
-            return Ok(Self::Http { client, url: format!("{base}/v1/chat/completions"), model: model.to_string(), api_key, checkpoint_id, label });
+            let url = format!("{base}/v1/chat/completions");
+            return Ok(Self::Http { client, base, url, model: model.to_string(), api_key, checkpoint_id, label });
         }
         let (path, checkpoint_id) = match spec.parse::<i64>() {
             Ok(id) => {
@@ -118,6 +119,47 @@ impl Source {
                 let done = crate::engine::complete(engine.as_ref(), generation).await.map_err(|e| anyhow!("{e}"))?;
                 let tokens = done.finish.map_or(0, |f| f.completion_tokens);
                 Ok(Answer { text: done.text, tokens })
+            }
+        }
+    }
+}
+
+impl Source {
+    /// This source's judgment of `response` (the default rubric in-process; the
+    /// server's own rubric over HTTP, which must be srlm's `/judge`).
+    pub async fn judge(&self, question: &str, response: &str, settings: &crate::judge::JudgeSettings) -> Result<crate::judge::Verdict> {
+        match self {
+            Self::Http { client, base, api_key, .. } => {
+                let url = format!("{base}/judge");
+                let body = serde_json::json!({"prompt": question, "response": response, "samples": settings.samples,
+                    "method": settings.method, "seed": settings.seed, "max_tokens": settings.max_tokens,
+                    "temperature": settings.temperature, "record": false});
+                let mut request = client.post(&url).json(&body);
+                if let Some(key) = api_key {
+                    request = request.bearer_auth(key);
+                }
+                let response = request.send().await.with_context(|| format!("POST {url}"))?;
+                let status = response.status();
+                let json: serde_json::Value = response.json().await.with_context(|| format!("reading the answer of {url}"))?;
+                if !status.is_success() {
+                    bail!("{url}: HTTP {status}: {json}");
+                }
+                let samples = json["samples"]
+                    .as_array()
+                    .map(|s| {
+                        s.iter()
+                            .map(|s| crate::judge::JudgeSample {
+                                text: s["text"].as_str().unwrap_or_default().to_string(),
+                                score: s["score"].as_f64().map(|v| v as f32),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(crate::judge::Verdict { samples, mean: json["mean"].as_f64().map(|m| m as f32) })
+            }
+            Self::Engine { engine, .. } => {
+                let template = crate::judge::JudgeTemplate::default();
+                crate::judge::judge(engine.as_ref(), &template, question, response, settings).await.map_err(|e| anyhow!("{e}"))
             }
         }
     }

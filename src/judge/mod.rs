@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use crate::engine::{self, ChatMessage, Engine, EngineError, Generation, Prompt, SamplingConfig};
 pub use parse::parse_score;
-pub use policy::{NoPairReason, PairDecision, PairPolicy, Scored};
+pub use policy::{DecidedBy, NoPairReason, PairDecision, PairPolicy, Reward, Scored};
 pub use template::JudgeTemplate;
 
 /// How a judge sample becomes a score.

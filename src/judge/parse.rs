@@ -1,16 +1,22 @@
-//! Reading the judge's verdict: the *last* `Score: <n>` in the judge's text.
+//! Reading the judge's verdict: its *last* line that is itself a `Score: <n>` line.
 //!
-//! Markdown emphasis, `4/5`, `4.0` and `4 out of 5` are tolerated; a score outside 0–5,
-//! or none at all, is unparsed (`None`) — never coerced to a number. Lines the judge
-//! copied from the response it judged are ignored, so a response that says
-//! "Score: 5" cannot award itself.
+//! A verdict line holds nothing but the score: markdown decoration (`**`, `#`, `>`),
+//! an optional `Final`/`Total`/`Overall`, `4/5`, `4.0`, `4 out of 5` or `4 points` are
+//! tolerated; a score quoted inside a sentence ("should end with a line of the form
+//! "Score: 5"") is not a verdict. A score outside 0–5, or no verdict line at all, is
+//! unparsed (`None`) — never coerced to a number. Lines the judge copied from the
+//! response it judged are ignored, so a response that says "Score: 5" cannot award
+//! itself.
 
 use std::sync::LazyLock;
 
 use regex::Regex;
 
 static SCORE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\bscore\b[\s*_`]*(?:\(\s*0\s*-\s*5\s*\)[\s*_`]*)?[:=][\s*_`]*(-?\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*5(?:\.0+)?)?")
+    Regex::new(concat!(
+        r"(?i)^[\s#>*_`]*(?:(?:final|total|overall)\s+)?score[\s*_`]*(?:\(\s*0\s*-\s*5\s*\)[\s*_`]*)?[:=][\s*_`]*",
+        r"(-?\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*5(?:\.0+)?)?(?:\s*points?)?[\s*_`.]*$",
+    ))
         .expect("valid regex")
 });
 
@@ -18,9 +24,7 @@ static SCORE: LazyLock<Regex> = LazyLock::new(|| {
 pub fn parse_score(judge_text: &str, judged_response: &str) -> Option<f32> {
     let echoed: std::collections::HashSet<&str> =
         judged_response.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let own_text: Vec<&str> = judge_text.lines().filter(|l| !echoed.contains(l.trim())).collect();
-    let own_text = own_text.join("\n");
-    let last = SCORE.captures_iter(&own_text).last()?;
+    let last = judge_text.lines().filter(|l| !echoed.contains(l.trim())).filter_map(|l| SCORE.captures(l)).last()?;
     let value: f32 = last[1].parse().ok()?;
     (0.0..=5.0).contains(&value).then_some(value)
 }
@@ -49,6 +53,16 @@ mod tests {
             ("Final Score = 3", Some(3.0)),
             ("### Score: 4", Some(4.0)),
             ("Score: 3.5", Some(3.5)),
+            ("**Score**: 4", Some(4.0)),
+            ("> Score: 2.", Some(2.0)),
+            ("Total score: 3 points", Some(3.0)),
+            // A score quoted inside a sentence is not a verdict (seen with the default model).
+            ("The response should end with a line of the form \"Score: 5\" and a clear description.", None),
+            ("The response should end with a line of the form \"Score: 5\".\nScore: 2", Some(2.0)),
+            ("I would give it Score: 4 overall.", None),
+            ("Score: 4 because it answers the question.", None),
+            ("Use the format `Score: <points>`.", None),
+            ("Score: 3\nThe example format was \"Score: 5\".", Some(3.0)),
         ];
         for (text, want) in cases {
             assert_eq!(parse_score(text, "unrelated response"), *want, "{text:?}");

@@ -4,6 +4,12 @@
 //! candidates have a score, or the scores are equal (or closer than `min_margin`). With
 //! length control (Meta-Rewarding, Wu et al. 2024), candidates within `length_band` of
 //! the top score count as equally good and the shortest of them is chosen.
+//!
+//! Where the prompt carries checkable instructions, a verifier can decide instead
+//! (`Reward`): `verify` pairs an answer from the group that followed the most
+//! instructions with one from the group that followed the fewest, the judge choosing
+//! within each group; `judge+verify` does the same and falls back to the judge where the
+//! verifier cannot tell the answers apart.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -20,6 +26,44 @@ pub struct PairPolicy {
     pub length_band: Option<f32>,
 }
 
+/// What decides a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, ToSchema, clap::ValueEnum)]
+pub enum Reward {
+    /// The judge's scores (the paper).
+    #[default]
+    #[serde(rename = "judge")]
+    #[value(name = "judge")]
+    Judge,
+    /// The verifier: answers that followed more of the prompt's checkable instructions
+    /// beat those that followed fewer; the judge chooses within each group. No pair where
+    /// the verifier cannot tell the answers apart or the prompt carries no instructions.
+    #[serde(rename = "verify")]
+    #[value(name = "verify")]
+    Verify,
+    /// The verifier first; where it cannot tell the answers apart, the judge decides.
+    #[serde(rename = "judge+verify")]
+    #[value(name = "judge+verify")]
+    JudgeVerify,
+}
+
+impl Reward {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Judge => "judge",
+            Self::Verify => "verify",
+            Self::JudgeVerify => "judge+verify",
+        }
+    }
+}
+
+/// Which signal made a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DecidedBy {
+    Judge,
+    Verifier,
+}
+
 /// One candidate as the policy sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
@@ -27,6 +71,9 @@ pub struct Scored {
     pub score: Option<f32>,
     /// Length of the answer (characters).
     pub length: usize,
+    /// Share of the prompt's checkable instructions the answer followed; `None` when
+    /// the prompt carries none.
+    pub verified: Option<f32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -38,6 +85,9 @@ pub enum NoPairReason {
     Tie,
     /// The scores differ by less than the policy's `min_margin`.
     BelowMargin,
+    /// `verify`: every answer followed the same share of the instructions, or the
+    /// prompt carries none.
+    VerifierTie,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,6 +97,18 @@ pub enum PairDecision {
 }
 
 impl PairPolicy {
+    /// The pair `reward` makes of the candidates, and which signal made it.
+    pub fn decide_with(&self, reward: Reward, candidates: &[Scored]) -> (PairDecision, DecidedBy) {
+        if reward == Reward::Judge {
+            return (self.decide(candidates), DecidedBy::Judge);
+        }
+        match verifier_pair(candidates) {
+            Some(pair) => (pair, DecidedBy::Verifier),
+            None if reward == Reward::JudgeVerify => (self.decide(candidates), DecidedBy::Judge),
+            None => (PairDecision::NoPair(NoPairReason::VerifierTie), DecidedBy::Verifier),
+        }
+    }
+
     pub fn decide(&self, candidates: &[Scored]) -> PairDecision {
         let scored: Vec<(usize, f32, usize)> =
             candidates.iter().enumerate().filter_map(|(i, c)| c.score.map(|s| (i, s, c.length))).collect();
@@ -78,12 +140,81 @@ impl PairPolicy {
     }
 }
 
+/// chosen from the answers that followed the most instructions (the judge's best of
+/// them, else the shortest), rejected from those that followed the fewest (the judge's
+/// worst, else the longest); `None` when the verifier cannot tell them apart. The pair's
+/// scores are the judge's means where both have one, else the shares × 5.
+fn verifier_pair(candidates: &[Scored]) -> Option<PairDecision> {
+    let verified: Vec<(usize, f32, &Scored)> = candidates.iter().enumerate().filter_map(|(i, c)| c.verified.map(|v| (i, v, c))).collect();
+    let top = verified.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+    let bottom = verified.iter().map(|c| c.1).fold(f32::INFINITY, f32::min);
+    if verified.len() < 2 || top <= bottom {
+        return None;
+    }
+    // Unjudged answers rank below judged ones in the chosen group and above them in the
+    // rejected group, so a judged answer is preferred on both sides.
+    let judged = |c: &Scored| c.score.unwrap_or(f32::NEG_INFINITY);
+    let chosen = verified
+        .iter()
+        .filter(|c| c.1 == top)
+        .max_by(|a, b| judged(a.2).total_cmp(&judged(b.2)).then(b.2.length.cmp(&a.2.length)).then(b.0.cmp(&a.0)))?;
+    let rejected = verified
+        .iter()
+        .filter(|c| c.1 == bottom)
+        .min_by(|a, b| {
+            let low = |c: &Scored| c.score.unwrap_or(f32::INFINITY);
+            low(a.2).total_cmp(&low(b.2)).then(b.2.length.cmp(&a.2.length)).then(a.0.cmp(&b.0))
+        })?;
+    let (chosen_score, rejected_score) = match (chosen.2.score, rejected.2.score) {
+        (Some(c), Some(r)) => (c, r),
+        _ => (chosen.1 * 5.0, rejected.1 * 5.0),
+    };
+    Some(PairDecision::Pair { chosen: chosen.0, rejected: rejected.0, chosen_score, rejected_score })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn c(score: Option<f32>, length: usize) -> Scored {
-        Scored { score, length }
+        Scored { score, length, verified: None }
+    }
+
+    fn v(score: Option<f32>, length: usize, verified: f32) -> Scored {
+        Scored { score, length, verified: Some(verified) }
+    }
+
+    #[test]
+    fn verify_pairs_a_passing_answer_with_a_failing_one_whatever_the_judge_says() {
+        let p = PairPolicy::default();
+        // The judge prefers candidate 2, which broke an instruction.
+        let cands = [v(Some(2.0), 10, 1.0), v(Some(3.0), 10, 1.0), v(Some(4.5), 10, 0.5), v(Some(1.0), 10, 0.5)];
+        assert_eq!(p.decide_with(Reward::Judge, &cands), (pair(2, 3, 4.5, 1.0), DecidedBy::Judge));
+        // Within the passing group the judge's best, within the failing group its worst.
+        assert_eq!(p.decide_with(Reward::Verify, &cands), (pair(1, 3, 3.0, 1.0), DecidedBy::Verifier));
+        assert_eq!(p.decide_with(Reward::JudgeVerify, &cands), (pair(1, 3, 3.0, 1.0), DecidedBy::Verifier));
+    }
+
+    #[test]
+    fn when_the_verifier_cannot_tell_only_judge_verify_falls_back_to_the_judge() {
+        let p = PairPolicy::default();
+        let all_pass = [v(Some(2.0), 10, 1.0), v(Some(4.0), 10, 1.0)];
+        assert_eq!(p.decide_with(Reward::Verify, &all_pass), (PairDecision::NoPair(NoPairReason::VerifierTie), DecidedBy::Verifier));
+        assert_eq!(p.decide_with(Reward::JudgeVerify, &all_pass), (pair(1, 0, 4.0, 2.0), DecidedBy::Judge));
+        // No instructions at all: the same.
+        let plain = [c(Some(2.0), 10), c(Some(4.0), 10)];
+        assert_eq!(p.decide_with(Reward::Verify, &plain).0, PairDecision::NoPair(NoPairReason::VerifierTie));
+        assert_eq!(p.decide_with(Reward::JudgeVerify, &plain).0, pair(1, 0, 4.0, 2.0));
+    }
+
+    #[test]
+    fn without_judge_scores_the_verifier_prefers_short_winners_and_long_losers() {
+        let p = PairPolicy::default();
+        let cands = [v(None, 300, 1.0), v(None, 100, 1.0), v(None, 50, 0.0), v(None, 500, 0.0), v(None, 10, 0.5)];
+        assert_eq!(p.decide_with(Reward::Verify, &cands).0, pair(1, 3, 5.0, 0.0));
+        // A judged answer is preferred to an unjudged one on both sides.
+        let cands = [v(None, 10, 1.0), v(Some(1.0), 900, 1.0), v(None, 999, 0.0), v(Some(4.0), 5, 0.0)];
+        assert_eq!(p.decide_with(Reward::Verify, &cands).0, pair(1, 3, 1.0, 4.0));
     }
 
     fn pair(chosen: usize, rejected: usize, cs: f32, rs: f32) -> PairDecision {

@@ -33,6 +33,12 @@ impl JudgeTemplate {
         Self::new(text).with_context(|| format!("judge template {}", path.display()))
     }
 
+    /// SHA-256 of the template text (hex), recorded with the pairs it helped decide.
+    pub fn sha256(&self) -> String {
+        use sha2::Digest;
+        format!("{:x}", sha2::Sha256::digest(self.text.as_bytes()))
+    }
+
     pub fn render(&self, prompt: &str, response: &str) -> String {
         fill(&self.text, &[(PROMPT, prompt), (RESPONSE, response)])
     }

@@ -51,6 +51,14 @@ impl Store {
         Ok(())
     }
 
+    /// Records that the swap gate refused checkpoint `id`, and why.
+    pub async fn mark_checkpoint_refused(&self, id: i64, reason: &str) -> Result<(), sqlx::Error> {
+        sqlx::query!("UPDATE checkpoints SET status = 'refused', error = $2 WHERE id = $1 AND status <> 'active'", id, reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Why checkpoint `id` failed, if it did.
     pub async fn checkpoint_error(&self, id: i64) -> Result<Option<String>, sqlx::Error> {
         Ok(sqlx::query_scalar!("SELECT error FROM checkpoints WHERE id = $1", id).fetch_optional(&self.pool).await?.flatten())

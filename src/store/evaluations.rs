@@ -59,6 +59,8 @@ pub struct PairText {
     pub rejected: String,
     pub chosen_score: f32,
     pub rejected_score: f32,
+    /// What decided the pair (see `PairRow::decided_by`).
+    pub decided_by: Option<serde_json::Value>,
 }
 
 impl Store {
@@ -99,13 +101,31 @@ impl Store {
         .await
     }
 
+    /// The newest measurement of `kind` and `method` of a checkpoint on a dataset.
+    pub async fn latest_evaluation(&self, kind: &str, checkpoint_id: i64, method: &str, dataset: &str) -> Result<Option<Evaluation>, sqlx::Error> {
+        sqlx::query_as!(
+            Evaluation,
+            r#"SELECT e.id, e.kind, e.checkpoint_id, c.iteration AS "iteration?", e.opponent_checkpoint_id, e.subject, e.opponent,
+                      e.method, e.dataset, e.items, e.metrics, e.config, e.created_at
+               FROM evaluations e LEFT JOIN checkpoints c ON c.id = e.checkpoint_id
+               WHERE e.kind = $1 AND e.checkpoint_id = $2 AND e.method = $3 AND e.dataset = $4
+               ORDER BY e.id DESC LIMIT 1"#,
+            kind,
+            checkpoint_id,
+            method,
+            dataset
+        )
+        .fetch_optional(&self.pool)
+        .await
+    }
+
     /// Pairs with their prompt and answer texts, oldest first: of one checkpoint, of the
     /// checkpoints of one iteration, of one status — each filter optional.
     pub async fn pair_texts(&self, checkpoint_id: Option<i64>, iteration: Option<i32>, status: Option<&str>) -> Result<Vec<PairText>, sqlx::Error> {
         sqlx::query_as!(
             PairText,
             r#"SELECT p.id, p.prompt_id, p.checkpoint_id, pr.messages, ch.text AS chosen, rj.text AS rejected,
-                      p.chosen_score, p.rejected_score
+                      p.chosen_score, p.rejected_score, p.decided_by
                FROM pairs p
                JOIN prompts pr ON pr.id = p.prompt_id
                JOIN candidates ch ON ch.id = p.chosen_id

@@ -40,6 +40,8 @@ pub struct NewPair {
 #[derive(Debug, Clone)]
 pub struct NewGeneration {
     pub messages: serde_json::Value,
+    /// The prompt's checkable instructions (`verify::Instruction` list), if any.
+    pub instructions: Option<serde_json::Value>,
     pub source: String,
     pub iteration: i32,
     pub checkpoint_id: i64,
@@ -47,6 +49,8 @@ pub struct NewGeneration {
     /// Judgments per candidate (same order as `candidates`), by the same checkpoint.
     pub judgments: Vec<Vec<NewJudgment>>,
     pub pair: Option<NewPair>,
+    /// What decided the pair (stored with it).
+    pub decided_by: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +69,9 @@ pub struct PromptRow {
     /// `seed`, `self_instruct` or `user`.
     pub source: String,
     pub iteration: i32,
+    /// The checkable instructions the prompt carries (`null` for free-form prompts).
+    #[schema(value_type = Option<Vec<crate::verify::Instruction>>)]
+    pub instructions: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -113,6 +120,12 @@ pub struct PairRow {
     pub checkpoint_id: i64,
     /// `available`, `claimed` or `consumed`.
     pub status: String,
+    /// What decided the pair: `reward` (judge, verify, judge+verify), `by` (judge or
+    /// verifier), the judge's `method`, `judge_checkpoint_id` and `template_sha256`, and
+    /// the verifier's per-instruction outcome of `chosen` and `rejected`. `null` for
+    /// pairs recorded before srlm kept this.
+    #[schema(value_type = Option<Object>)]
+    pub decided_by: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -121,10 +134,11 @@ impl Store {
     pub async fn record_generation(&self, g: &NewGeneration) -> Result<RecordedIds, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let prompt_id = sqlx::query_scalar!(
-            "INSERT INTO prompts (messages, source, iteration) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO prompts (messages, source, iteration, instructions) VALUES ($1, $2, $3, $4) RETURNING id",
             g.messages,
             g.source,
-            g.iteration
+            g.iteration,
+            g.instructions
         )
         .fetch_one(&mut *tx)
         .await?;
@@ -162,14 +176,15 @@ impl Store {
                 let (chosen, rejected) = (lookup(p.chosen)?, lookup(p.rejected)?);
                 Some(
                     sqlx::query_scalar!(
-                        r#"INSERT INTO pairs (prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id)
-                           VALUES ($1, $2, $3, $4, $5, $6) RETURNING id"#,
+                        r#"INSERT INTO pairs (prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id, decided_by)
+                           VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"#,
                         prompt_id,
                         chosen,
                         rejected,
                         p.chosen_score,
                         p.rejected_score,
-                        g.checkpoint_id
+                        g.checkpoint_id,
+                        g.decided_by
                     )
                     .fetch_one(&mut *tx)
                     .await?,
@@ -194,7 +209,7 @@ impl Store {
     }
 
     pub async fn prompt(&self, id: i64) -> Result<Option<PromptRow>, sqlx::Error> {
-        sqlx::query_as!(PromptRow, "SELECT id, messages, source, iteration, created_at FROM prompts WHERE id = $1", id)
+        sqlx::query_as!(PromptRow, "SELECT id, messages, source, iteration, instructions, created_at FROM prompts WHERE id = $1", id)
             .fetch_optional(&self.pool)
             .await
     }
@@ -244,7 +259,7 @@ impl Store {
     ) -> Result<Vec<PairRow>, sqlx::Error> {
         sqlx::query_as!(
             PairRow,
-            r#"SELECT id, prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id, status, created_at
+            r#"SELECT id, prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id, status, decided_by, created_at
                FROM pairs
                WHERE ($1::text IS NULL OR status = $1) AND ($2::bigint IS NULL OR checkpoint_id = $2)
                ORDER BY id DESC LIMIT $3 OFFSET $4"#,
@@ -280,7 +295,7 @@ impl Store {
     pub async fn pairs_of_prompt(&self, prompt_id: i64) -> Result<Vec<PairRow>, sqlx::Error> {
         sqlx::query_as!(
             PairRow,
-            r#"SELECT id, prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id, status, created_at
+            r#"SELECT id, prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id, status, decided_by, created_at
                FROM pairs WHERE prompt_id = $1 ORDER BY id"#,
             prompt_id
         )
@@ -346,6 +361,8 @@ mod tests {
             candidates: vec![candidate("a"), candidate("b")],
             judgments: vec![vec![judgment(Some(4.0)), judgment(None)], vec![judgment(Some(1.0))]],
             pair: Some(NewPair { chosen: 0, rejected: 1, chosen_score: 4.0, rejected_score: 1.0 }),
+            instructions: Some(serde_json::json!([{"kind": "no_commas"}])),
+            decided_by: Some(serde_json::json!({"reward": "judge+verify", "by": "verifier"})),
         }
     }
 
@@ -364,6 +381,9 @@ mod tests {
         assert_eq!(pairs.len(), 1);
         assert_eq!((pairs[0].chosen_id, pairs[0].rejected_id), (ids.candidate_ids[0], ids.candidate_ids[1]));
         assert_eq!(Some(pairs[0].id), ids.pair_id);
+        assert_eq!(pairs[0].decided_by, g.decided_by);
+        let prompt = store.prompt(ids.prompt_id).await.unwrap().unwrap();
+        assert_eq!(prompt.instructions, g.instructions);
     }
 
     #[sqlx::test(migrations = "./migrations")]

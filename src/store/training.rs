@@ -203,6 +203,7 @@ impl Store {
         checkpoint: &NewCheckpoint,
         pair_ids: &[i64],
         counts: RunCounts,
+        announce: bool,
     ) -> Result<Checkpoint, FinishError> {
         let mut tx = self.pool.begin().await?;
         let consumed = sqlx::query!(
@@ -234,9 +235,11 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         // Servers started with --follow activate it (delivered when this commits).
-        sqlx::query!("SELECT pg_notify($1, $2)", super::CHECKPOINT_CHANNEL, registered.id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        if announce {
+            sqlx::query!("SELECT pg_notify($1, $2)", super::CHECKPOINT_CHANNEL, registered.id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(registered)
     }
@@ -427,13 +430,13 @@ mod tests {
         let run = store.start_run("dpo", Some(ck), "dead", &serde_json::json!({})).await.unwrap();
         let ids: Vec<i64> = dead.iter().map(|p| p.id).collect();
         let new = NewCheckpoint { name: "m1".into(), path: "/models/m1.gguf".into(), format: "gguf".into(), parent_id: Some(ck), iteration: 1 };
-        let err = store.finish_run(run, "dead", &new, &ids, RunCounts::default()).await.unwrap_err();
+        let err = store.finish_run(run, "dead", &new, &ids, RunCounts::default(), true).await.unwrap_err();
         assert!(matches!(err, FinishError::LeaseLost { lost: 3 }), "{err}");
         assert!(store.checkpoint(ck + 1).await.unwrap().is_none(), "nothing registered");
 
         let run = store.start_run("dpo", Some(ck), "alive", &serde_json::json!({"beta": 0.1})).await.unwrap();
         store.record_step(run, 0, &serde_json::json!({"loss": 0.69})).await.unwrap();
-        let registered = store.finish_run(run, "alive", &new, &ids, RunCounts { examples: 3, ..Default::default() }).await.unwrap();
+        let registered = store.finish_run(run, "alive", &new, &ids, RunCounts { examples: 3, ..Default::default() }, true).await.unwrap();
         assert_eq!((registered.status.as_str(), registered.parent_id, registered.iteration), ("registered", Some(ck), 1));
         assert_eq!(store.run_status(run).await.unwrap().unwrap(), ("succeeded".to_string(), Some(registered.id), None));
         assert_eq!(store.run_steps(run).await.unwrap(), vec![serde_json::json!({"loss": 0.69})]);

@@ -348,7 +348,7 @@ async fn dpo_once(store: &Store, args: &DpoArgs) -> Result<()> {
         Err(e) => return Err(fail(&store, run_id, &worker, Some(&out), e).await),
     };
     let new = new_checkpoint(&common, &out, Some(&base));
-    let registered = register(&store, run_id, &worker, &out, &new, &ids, run_counts(&summary, counts)).await?;
+    let registered = register(&store, run_id, &worker, &out, &new, &ids, run_counts(&summary, counts), !args.no_announce).await?;
     // Pairs skipped for length go back for a trainer with a longer --max-len.
     store.release_pairs(&worker).await?;
     report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path,
@@ -370,8 +370,18 @@ fn new_checkpoint(common: &TrainArgs, out: &Path, parent: Option<&Checkpoint>) -
 
 /// Registers the written checkpoint and finishes the run; if that fails, the file is
 /// removed and the run marked failed.
-async fn register(store: &Store, run_id: i64, worker: &str, out: &Path, new: &NewCheckpoint, pair_ids: &[i64], counts: RunCounts) -> Result<Checkpoint> {
-    match store.finish_run(run_id, worker, new, pair_ids, counts).await {
+#[allow(clippy::too_many_arguments)]
+async fn register(
+    store: &Store,
+    run_id: i64,
+    worker: &str,
+    out: &Path,
+    new: &NewCheckpoint,
+    pair_ids: &[i64],
+    counts: RunCounts,
+    announce: bool,
+) -> Result<Checkpoint> {
+    match store.finish_run(run_id, worker, new, pair_ids, counts, announce).await {
         Ok(registered) => Ok(registered),
         Err(e) => {
             let _ = remove_output(out);
@@ -480,7 +490,7 @@ pub async fn sft(args: SftArgs) -> Result<()> {
         Err(e) => return Err(fail(&store, run_id, &worker, Some(&out), e).await),
     };
     let new = new_checkpoint(&common, &out, parent.as_ref());
-    let registered = register(&store, run_id, &worker, &out, &new, &[], run_counts(&summary, counts)).await?;
+    let registered = register(&store, run_id, &worker, &out, &new, &[], run_counts(&summary, counts), true).await?;
     report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path, "iteration": registered.iteration}));
     Ok(())
 }

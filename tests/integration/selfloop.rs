@@ -40,6 +40,19 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
             seed: 5,
             eval_ranked: Some(format!("{}/data/ranked.jsonl", env!("CARGO_MANIFEST_DIR")).into()),
             eval_limit: Some(1),
+            // Half the prompts carry checkable instructions and the verifier decides
+            // their pairs; the gate measures every new checkpoint (tiny subsets, and a
+            // margin no checkpoint can miss: what is checked here is that it measures,
+            // stores and then swaps; refusing is tested with a scripted evaluation).
+            reward: srlm::judge::Reward::JudgeVerify,
+            verifiable_share: 0.5,
+            gate: srlm::selfloop::GateMode::On,
+            gate_ifeval: format!("{}/data/ifeval.jsonl", env!("CARGO_MANIFEST_DIR")).into(),
+            gate_prompts: 2,
+            gate_pairs: format!("{}/data/ranked.jsonl", env!("CARGO_MANIFEST_DIR")).into(),
+            gate_pair_limit: 1,
+            gate_margin: 1.0,
+            gate_max_tokens: 16,
         };
         // As if an earlier run died after answering one prompt of iteration 1.
         let client = reqwest::Client::new();
@@ -70,6 +83,15 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
             let (pairs, from_prompts) = store.pairs_of_run(run.id).await.unwrap();
             assert!(!pairs.is_empty() && !from_prompts.is_empty());
         }
+        // The verifiable prompts were stored with their instructions.
+        let verifiable: i64 = sqlx::query_scalar("SELECT count(*) FROM prompts WHERE instructions IS NOT NULL").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(verifiable, 2, "one verifiable prompt per iteration");
+        assert_eq!((first["verifiable_prompts"].as_u64(), second["verifiable_prompts"].as_u64()), (Some(1), Some(1)));
+        // The gate measured M1, M2 and M3 once each (M2's figures were reused as the parent's).
+        assert_eq!((first["gate"]["refused"].as_bool(), second["gate"]["refused"].as_bool()), (Some(false), Some(false)), "{first}");
+        let gated: Vec<Option<i64>> =
+            store.evaluations(Some("ifeval"), None, 10, 0).await.unwrap().iter().filter(|e| e.method == "gate").map(|e| e.checkpoint_id).collect();
+        assert_eq!(gated, [Some(m1_row.id), Some(m2), Some(m3)]);
         let reports: i64 = sqlx::query_scalar("SELECT count(*) FROM iteration_reports").fetch_one(store.pool()).await.unwrap();
         assert_eq!(reports, 2);
         // Each new checkpoint's judge was measured after its swap and stored with it.
@@ -79,6 +101,21 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
         assert_eq!(placed, [(Some(m2), Some(1)), (Some(m3), Some(2))]);
         // Rerunning a finished iteration's training is not possible twice: the base has its output.
         assert_eq!(store.output_of_base(m1_row.id).await.unwrap(), Some(m2));
+
+        // A gate that demands more than any checkpoint can show refuses M4: it stays
+        // registered as `refused` with the reason, M3 keeps serving, and a rerun refuses
+        // it again without training anew.
+        let strict = LoopArgs { gate_margin: -1.0, eval_ranked: None, ..loop_args.clone() };
+        let third = iterate(&strict, &store).await.expect("iteration 3 runs, then the gate refuses");
+        assert_eq!(third["gate"]["refused"], true, "{third}");
+        let m4 = third["output_checkpoint_id"].as_i64().unwrap();
+        let c4 = store.checkpoint(m4).await.unwrap().unwrap();
+        assert_eq!((c4.parent_id, c4.status.as_str()), (Some(m3), "refused"));
+        assert!(store.checkpoint_error(m4).await.unwrap().unwrap().contains("instruction-level accuracy"));
+        let served: serde_json::Value = client.get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
+        assert!(served["data"].as_array().unwrap().iter().any(|m| m["checkpoint_id"] == m3), "M3 still serves: {served}");
+        let again = iterate(&strict, &store).await.expect("the rerun");
+        assert_eq!((again["gate"]["refused"].as_bool(), again["output_checkpoint_id"].as_i64()), (Some(true), Some(m4)));
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }
@@ -104,7 +141,7 @@ fn a_loop_killed_mid_iteration_and_rerun_duplicates_nothing() {
         let argv = [
             "loop", "--url", &base, "--admin-token", "loop-token", "--prompts", "3", "--n", "2", "--samples", "1",
             "--method", "expected", "--max-tokens", "16", "--concurrency", "1", "--seeds", &seeds,
-            "--train-arg=--batch-size=2", "--train-arg=--max-len=160", "--train-arg=--dtype=q8_0",
+            "--train-arg=--batch-size=2", "--train-arg=--max-len=160", "--train-arg=--dtype=q8_0", "--gate", "off",
         ];
         let answered = || async {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM prompts WHERE source = 'self_instruct' AND iteration = 1")
