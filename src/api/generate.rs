@@ -82,7 +82,7 @@ pub struct GenerateRequest {
 /// Most checkable instructions one prompt may carry.
 pub const MAX_INSTRUCTIONS: usize = 10;
 
-const SOURCES: [&str; 3] = ["user", "seed", "self_instruct"];
+pub(super) const SOURCES: [&str; 3] = ["user", "seed", "self_instruct"];
 const DEFAULT_MAX_TOKENS: usize = 256;
 
 struct ValidGenerate {

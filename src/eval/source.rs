@@ -93,16 +93,7 @@ impl Source {
                     "max_tokens": decoding.max_tokens, "temperature": decoding.temperature, "top_p": decoding.top_p,
                     "seed": decoding.seed,
                 });
-                let mut request = client.post(url).json(&body);
-                if let Some(key) = api_key {
-                    request = request.bearer_auth(key);
-                }
-                let response = request.send().await.with_context(|| format!("POST {url}"))?;
-                let status = response.status();
-                let json: serde_json::Value = response.json().await.with_context(|| format!("reading the answer of {url}"))?;
-                if !status.is_success() {
-                    bail!("{url}: HTTP {status}: {json}");
-                }
+                let json = post(client, url, api_key.as_deref(), &body).await?;
                 let text = json["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string();
                 let tokens = json["usage"]["completion_tokens"].as_u64().map_or_else(|| text.split_whitespace().count(), |t| t as usize);
                 Ok(Answer { text, tokens })
@@ -134,16 +125,7 @@ impl Source {
                 let body = serde_json::json!({"prompt": question, "response": response, "samples": settings.samples,
                     "method": settings.method, "seed": settings.seed, "max_tokens": settings.max_tokens,
                     "temperature": settings.temperature, "record": false});
-                let mut request = client.post(&url).json(&body);
-                if let Some(key) = api_key {
-                    request = request.bearer_auth(key);
-                }
-                let response = request.send().await.with_context(|| format!("POST {url}"))?;
-                let status = response.status();
-                let json: serde_json::Value = response.json().await.with_context(|| format!("reading the answer of {url}"))?;
-                if !status.is_success() {
-                    bail!("{url}: HTTP {status}: {json}");
-                }
+                let json = post(client, &url, api_key.as_deref(), &body).await?;
                 let samples = json["samples"]
                     .as_array()
                     .map(|s| {
@@ -163,6 +145,22 @@ impl Source {
             }
         }
     }
+}
+
+/// POSTs `body` to `url` (with the bearer key, if any); the JSON answer, or an error
+/// naming the URL and the status.
+async fn post(client: &reqwest::Client, url: &str, api_key: Option<&str>, body: &serde_json::Value) -> Result<serde_json::Value> {
+    let mut request = client.post(url).json(body);
+    if let Some(key) = api_key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await.with_context(|| format!("POST {url}"))?;
+    let status = response.status();
+    let json: serde_json::Value = response.json().await.with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        bail!("{url}: HTTP {status}: {json}");
+    }
+    Ok(json)
 }
 
 /// The checkpoint an srlm server says it serves under `model` (other servers: none).

@@ -27,7 +27,8 @@ pub struct NewEvaluation {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Evaluation {
     pub id: i64,
-    /// `rm` (the judge against human rankings) or `h2h` (model A against model B).
+    /// `rm` (the judge against human rankings), `h2h` (model A against model B) or
+    /// `ifeval` (the yardstick; method `gate` for the loop's swap gate).
     pub kind: String,
     /// rm: the judging checkpoint; h2h: model A.
     pub checkpoint_id: Option<i64>,

@@ -75,6 +75,39 @@ pub struct PromptRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// A prompt in a list: what became of it at a glance.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PromptSummary {
+    pub id: i64,
+    /// The chat messages the candidates answer.
+    pub messages: serde_json::Value,
+    /// `seed`, `self_instruct` or `user`.
+    pub source: String,
+    pub iteration: i32,
+    /// The checkable instructions the prompt carries (`null` for free-form prompts).
+    #[schema(value_type = Option<Vec<crate::verify::Instruction>>)]
+    pub instructions: Option<serde_json::Value>,
+    /// The checkpoint that generated its candidates (`null` when it has none).
+    pub checkpoint_id: Option<i64>,
+    /// Candidates generated for it.
+    pub candidates: i64,
+    /// Candidates with at least one judgment.
+    pub judged: i64,
+    /// Pairs made from its candidates.
+    pub pairs: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters of the prompt list; `None` means any.
+#[derive(Debug, Clone, Default)]
+pub struct PromptFilter {
+    pub iteration: Option<i32>,
+    pub source: Option<String>,
+    pub checkpoint_id: Option<i64>,
+    pub has_pair: Option<bool>,
+    pub judged: Option<bool>,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CandidateRow {
     pub id: i64,
@@ -244,6 +277,35 @@ impl Store {
             r#"SELECT id, candidate_id, judge_checkpoint_id, sample_index, method, score, raw_text, created_at
                FROM judgments WHERE candidate_id = ANY($1) ORDER BY candidate_id, id"#,
             candidate_ids
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Prompts, newest first, with their candidate, judged and pair counts.
+    pub async fn prompts(&self, f: &PromptFilter, limit: i64, offset: i64) -> Result<Vec<PromptSummary>, sqlx::Error> {
+        sqlx::query_as!(
+            PromptSummary,
+            r#"SELECT p.id, p.messages, p.source, p.iteration, p.instructions, p.created_at,
+                      (SELECT min(c.checkpoint_id) FROM candidates c WHERE c.prompt_id = p.id) AS checkpoint_id,
+                      (SELECT count(*) FROM candidates c WHERE c.prompt_id = p.id) AS "candidates!",
+                      (SELECT count(DISTINCT j.candidate_id) FROM judgments j JOIN candidates c ON c.id = j.candidate_id
+                        WHERE c.prompt_id = p.id) AS "judged!",
+                      (SELECT count(*) FROM pairs pr WHERE pr.prompt_id = p.id) AS "pairs!"
+               FROM prompts p
+               WHERE ($1::int IS NULL OR p.iteration = $1) AND ($2::text IS NULL OR p.source = $2)
+                 AND ($3::bigint IS NULL OR EXISTS (SELECT 1 FROM candidates c WHERE c.prompt_id = p.id AND c.checkpoint_id = $3))
+                 AND ($4::bool IS NULL OR $4 = EXISTS (SELECT 1 FROM pairs pr WHERE pr.prompt_id = p.id))
+                 AND ($5::bool IS NULL OR $5 = EXISTS (SELECT 1 FROM judgments j JOIN candidates c ON c.id = j.candidate_id
+                                                        WHERE c.prompt_id = p.id))
+               ORDER BY p.id DESC LIMIT $6 OFFSET $7"#,
+            f.iteration,
+            f.source,
+            f.checkpoint_id,
+            f.has_pair,
+            f.judged,
+            limit,
+            offset
         )
         .fetch_all(&self.pool)
         .await

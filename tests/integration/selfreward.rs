@@ -205,3 +205,58 @@ fn bad_generate_judge_and_pair_queries_get_400s_naming_the_field() {
         assert_eq!(s.get("/prompts/999999999").await.0, 404);
     });
 }
+
+#[test]
+fn the_verifier_decides_pairs_of_checkable_prompts_and_the_prompt_list_shows_them() {
+    rt().block_on(async {
+        let s = server();
+        let instructions = json!([{"kind": "no_commas"}, {"kind": "words", "relation": "at_most", "n": 12}]);
+        let request = json!({
+            "prompt": "Name some fruits. Do not use any commas in your answer. Answer with at most 12 words.",
+            "n": 4, "max_tokens": 24, "seed": 11, "temperature": 1.0,
+            "instructions": instructions, "reward": "verify", "iteration": 77,
+        });
+        let (status, body) = s.post("/generate", &request).await;
+        assert_eq!(status, 200, "{body}");
+        let choices = body["choices"].as_array().unwrap();
+        // Every candidate's outcome is what the checks say of its text.
+        let followed: Vec<usize> = choices
+            .iter()
+            .map(|c| {
+                let text = c["message"]["content"].as_str().unwrap();
+                let expect = [!text.contains(','), srlm::verify::checks::words(text) <= 12];
+                let strict: Vec<bool> = c["verified"]["strict"].as_array().unwrap().iter().map(|b| b.as_bool().unwrap()).collect();
+                assert_eq!(strict, expect, "{text:?}");
+                expect.iter().filter(|&&b| b).count()
+            })
+            .collect();
+        let prompt_id = body["prompt_id"].as_i64().unwrap();
+        let rows = s.state.store.pairs_of_prompt(prompt_id).await.unwrap();
+        if followed.iter().all(|&f| f == followed[0]) {
+            assert_eq!(body["no_pair_reason"], "verifier_tie", "{body}");
+            assert!(rows.is_empty());
+        } else {
+            let pair = &body["pair"];
+            assert_eq!(pair["decided_by"], "verifier");
+            let (c, r) = (pair["chosen_index"].as_u64().unwrap() as usize, pair["rejected_index"].as_u64().unwrap() as usize);
+            assert_eq!(followed[c], *followed.iter().max().unwrap());
+            assert_eq!(followed[r], *followed.iter().min().unwrap());
+            let decided = rows[0].decided_by.as_ref().expect("decided_by is recorded");
+            assert_eq!((decided["reward"].as_str(), decided["by"].as_str()), (Some("verify"), Some("verifier")));
+            assert_eq!(decided["chosen"], choices[c]["verified"]["strict"]);
+        }
+        // The list finds it by iteration and by "not judged", with its instructions and counts.
+        let (status, page) = s.get("/prompts?iteration=77&judged=false").await;
+        assert_eq!(status, 200, "{page}");
+        let page: Value = serde_json::from_str(&page).unwrap();
+        let listed = page["data"].as_array().unwrap().iter().find(|p| p["id"] == prompt_id).expect("listed");
+        assert_eq!((listed["candidates"].as_i64(), listed["judged"].as_i64()), (Some(4), Some(0)));
+        assert_eq!(listed["pairs"].as_i64(), Some(rows.len() as i64));
+        assert_eq!(listed["instructions"], instructions);
+        let (_, judged) = s.get("/prompts?iteration=77&judged=true").await;
+        assert!(!judged.contains(&format!("\"id\":{prompt_id},")), "{judged}");
+        let (status, bad) = s.get("/prompts?source=robot").await;
+        assert_eq!(status, 400, "{bad}");
+        assert!(bad.contains("source"), "{bad}");
+    });
+}
