@@ -329,6 +329,17 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
         }
     };
     let gate_seconds = started.elapsed().as_secs_f64();
+
+    // How far M(t+1) moved from M(t) on held-out pairs (the gate's verifiable pairs).
+    let movement = if args.gate_pairs.exists() {
+        let path = |c: Option<crate::store::Checkpoint>| c.map(|c| PathBuf::from(c.path)).context("a checkpoint row vanished");
+        let (parent, child) = (path(store.checkpoint(active.id).await?)?, path(store.checkpoint(output).await?)?);
+        let (pairs, limit) = (args.gate_pairs.clone(), args.gate_pair_limit);
+        let measured = tokio::task::spawn_blocking(move || crate::eval::movement::measure(&parent, &child, &pairs, limit)).await??;
+        json!(measured)
+    } else {
+        Value::Null
+    };
     let refused = gate["refused"] == true;
 
     // 5. Swap it in (unless the gate refused it).
@@ -386,6 +397,7 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
         "train_seconds": train_seconds,
         "gate_seconds": gate_seconds,
         "gate": gate,
+        "policy_movement": movement,
         "swap_seconds": swap_seconds,
         "swap_load_seconds": swap["load_seconds"],
         "reward_model": reward_model,

@@ -7,6 +7,7 @@ pub mod chart;
 pub mod gate;
 pub mod h2h;
 pub mod ifeval;
+pub mod movement;
 pub mod rm;
 pub mod source;
 pub mod stats;

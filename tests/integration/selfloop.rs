@@ -92,6 +92,11 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
         let gated: Vec<Option<i64>> =
             store.evaluations(Some("ifeval"), None, 10, 0).await.unwrap().iter().filter(|e| e.method == "gate").map(|e| e.checkpoint_id).collect();
         assert_eq!(gated, [Some(m1_row.id), Some(m2), Some(m3)]);
+        // How far each new checkpoint moved from its parent, on the held-out pair.
+        let moved = &second["policy_movement"];
+        assert_eq!(moved["pairs"], 1, "{second}");
+        assert!(moved["mean_abs_logprob_change"].as_f64().unwrap() > 0.0, "{moved}");
+        assert!(moved["margin_change"].as_f64().unwrap().is_finite());
         let reports: i64 = sqlx::query_scalar("SELECT count(*) FROM iteration_reports").fetch_one(store.pool()).await.unwrap();
         assert_eq!(reports, 2);
         // Each new checkpoint's judge was measured after its swap and stored with it.
