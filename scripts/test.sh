@@ -8,6 +8,8 @@ source scripts/env.sh
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/srlm_test"
 scripts/fetch-model.sh
 scripts/postgres.sh srlm_test
+# Charts draw their text with a system font (the PNG and SVG chart tests).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null; }
 python3 -c 'import openai' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'openai>=1.40'
 # Unit tests, engine tests, and the HTTP suite on the native engine (the CPU default)…
 cargo test --release "$@"

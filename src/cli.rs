@@ -86,9 +86,11 @@ pub enum EvalCommand {
     /// The objective yardstick: held-out requests with checkable instructions;
     /// prompt- and instruction-level accuracy, strict and loose, with 95 % intervals.
     Ifeval(crate::eval::ifeval::EvalIfevalArgs),
+    /// Judge–human agreement per checkpoint, from people's reviews of pairs.
+    Reviews(crate::eval::reviews::EvalReviewsArgs),
     /// A model's answers on a prompt set in AlpacaEval's model-outputs JSON.
     ExportAlpaca(crate::eval::alpaca::ExportAlpacaArgs),
-    /// Draw a stored metric by iteration as an SVG chart.
+    /// Draw a stored metric by iteration as an SVG or PNG chart.
     Chart(crate::eval::ChartArgs),
 }
 
@@ -296,6 +298,9 @@ pub struct ServeArgs {
     /// Largest number of judge samples per candidate.
     #[arg(long, env = "SRLM_MAX_JUDGE_SAMPLES", default_value_t = 16)]
     pub max_judge_samples: usize,
+    /// Most prompts one `POST /admin/self-instruct` may ask for (`count`).
+    #[arg(long, env = "SRLM_MAX_SELF_INSTRUCT", default_value_t = 256)]
+    pub max_self_instruct: usize,
     /// Bearer token for the admin routes (`/admin/...`: hot-swap, rollback); without it
     /// they answer 403.
     #[arg(long, env = "SRLM_ADMIN_TOKEN", hide_env_values = true)]

@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
             srlm::serve::run(args).await
         }
         Command::Openapi(args) => {
-            let json = srlm::api::openapi().to_pretty_json()? + "\n";
+            let json = serde_json::to_string_pretty(&srlm::api::openapi())? + "\n";
             match args.out {
                 Some(path) => std::fs::write(&path, json)?,
                 None => print!("{json}"),
@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
                 EvalCommand::Rm(args) => srlm::eval::rm::run(args).await,
                 EvalCommand::H2h(args) => srlm::eval::h2h::run(args).await,
                 EvalCommand::Ifeval(args) => srlm::eval::ifeval::run(args).await,
+                EvalCommand::Reviews(args) => srlm::eval::reviews::run(args).await,
                 EvalCommand::ExportAlpaca(args) => srlm::eval::alpaca::run(args).await,
                 EvalCommand::Chart(args) => srlm::eval::chart_command(args).await,
             }

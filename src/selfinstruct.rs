@@ -289,6 +289,9 @@ impl Writer {
     }
 }
 
+/// Generations spent per prompt asked for before giving up (the default `max_attempts`).
+pub const ATTEMPTS_PER_PROMPT: usize = 10;
+
 /// Generates prompts until `count` are accepted or `max_attempts` are spent, storing
 /// each accepted one.
 pub async fn create(args: &SelfInstructArgs) -> Result<Report> {
@@ -300,7 +303,8 @@ pub async fn create(args: &SelfInstructArgs) -> Result<Report> {
 /// The accept-and-store loop of [`create`], for any writer.
 pub async fn write_prompts(mut writer: Writer, args: &SelfInstructArgs, store: &Store) -> Result<Report> {
     let mut report = Report::default();
-    let max_attempts = args.max_attempts.unwrap_or(args.count * 10);
+    let max_attempts = args.max_attempts.unwrap_or(args.count * ATTEMPTS_PER_PROMPT);
+    let bar = crate::progress::Progress::new(args.count as u64, "self-instruct", "prompts accepted");
     while report.accepted < args.count && report.attempts < max_attempts {
         report.attempts += 1;
         match writer.attempt().await? {
@@ -308,10 +312,13 @@ pub async fn write_prompts(mut writer: Writer, args: &SelfInstructArgs, store: &
                 let messages = serde_json::json!([{"role": "user", "content": prompt}]);
                 report.prompt_ids.push(store.insert_prompt(&messages, "self_instruct", args.iteration).await?);
                 report.accepted += 1;
+                bar.inc(1);
             }
             Err(reason) => *report.rejected.entry(reason).or_default() += 1,
         }
+        bar.set_message(format!("{} attempts", report.attempts));
     }
+    bar.finish();
     tracing::info!(accepted = report.accepted, attempts = report.attempts, rejected = ?report.rejected, "self-instruction done");
     Ok(report)
 }

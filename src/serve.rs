@@ -26,6 +26,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         default_max_tokens: args.default_max_tokens,
         max_in_flight: args.max_in_flight,
         max_judge_samples: args.max_judge_samples,
+        max_self_instruct: args.max_self_instruct,
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs),
         max_prompt_tokens: args.max_prompt_tokens,
         ..Limits::default()

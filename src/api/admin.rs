@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -24,15 +24,19 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(activate_checkpoint)).routes(routes!(rollback)).routes(routes!(self_instruct))
 }
 
+pub(crate) use crate::selfinstruct::ATTEMPTS_PER_PROMPT;
+/// The fewest seed prompts a caller may give (the few-shot block takes six).
+pub(crate) const MIN_SEEDS: usize = 6;
+
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct SelfInstructRequest {
-    /// New prompts to accept (1–256).
+    /// New prompts to accept (1 to the server's `--max-self-instruct`, default 256).
     pub count: usize,
     /// Iteration to store them under (default: the served checkpoint's iteration + 1).
     pub iteration: Option<i32>,
     /// Seed prompts (at least 6; default: the server's `data/seed_prompts.jsonl`).
     pub seeds: Option<Vec<String>>,
-    /// Give up after this many generations (default: 10 × count).
+    /// Give up after this many generations (default and most: 10 × count).
     pub max_attempts: Option<usize>,
 }
 
@@ -63,8 +67,16 @@ pub async fn self_instruct(
 ) -> Result<Json<crate::selfinstruct::Report>, ApiError> {
     use crate::selfinstruct::{write_prompts, Completer, SelfInstructArgs, Writer};
     authorize(&state, &headers)?;
-    if !(1..=256).contains(&request.count) {
-        return Err(ApiError::field("count", format!("count must be between 1 and 256, got {}", request.count)));
+    let max = state.limits.max_self_instruct;
+    if !(1..=max).contains(&request.count) {
+        return Err(ApiError::field("count", format!("count must be between 1 and {max} (--max-self-instruct), got {}", request.count)));
+    }
+    if let Some(iteration) = request.iteration.filter(|&i| i < 0) {
+        return Err(ApiError::field("iteration", format!("iteration must be 0 or more, got {iteration}")));
+    }
+    let most_attempts = ATTEMPTS_PER_PROMPT * max;
+    if let Some(attempts) = request.max_attempts.filter(|a| !(1..=most_attempts).contains(a)) {
+        return Err(ApiError::field("max_attempts", format!("max_attempts must be between 1 and {most_attempts}, got {attempts}")));
     }
     let served = state.current();
     let iteration = request.iteration.unwrap_or_else(|| served.checkpoint.as_ref().map_or(1, |c| c.iteration + 1));
@@ -75,7 +87,9 @@ pub async fn self_instruct(
     };
     let completer = Completer::Engine(served.engine.clone());
     let writer = match request.seeds {
-        Some(seeds) if seeds.len() < 6 => return Err(ApiError::field("seeds", format!("seeds must hold at least 6 prompts, got {}", seeds.len()))),
+        Some(seeds) if seeds.len() < MIN_SEEDS => {
+            return Err(ApiError::field("seeds", format!("seeds must hold at least {MIN_SEEDS} prompts, got {}", seeds.len())));
+        }
         Some(seeds) => Writer::with_seeds(seeds, &defaults, &state.store, completer).await,
         None => Writer::new(&defaults, &state.store, completer).await,
     }
@@ -168,7 +182,7 @@ pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiErro
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
-pub async fn activate_checkpoint(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<i64>) -> Result<Json<SwapResponse>, ApiError> {
+pub async fn activate_checkpoint(State(state): State<AppState>, headers: HeaderMap, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<SwapResponse>, ApiError> {
     authorize(&state, &headers)?;
     Ok(Json(activate(&state, id).await?))
 }

@@ -94,7 +94,7 @@ pub struct ValidChatRequest {
     pub include_usage: bool,
 }
 
-const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+pub(crate) const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
 
 impl ChatCompletionRequest {
     pub fn validate(self, state: &AppState, served: &Served) -> Result<ValidChatRequest, ApiError> {

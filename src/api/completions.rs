@@ -28,7 +28,7 @@ pub enum PromptInput {
 }
 
 /// Legacy completions allow at most this many log-prob alternatives.
-const MAX_COMPLETION_LOGPROBS: i64 = 5;
+pub(crate) const MAX_COMPLETION_LOGPROBS: i64 = 5;
 
 /// An OpenAI text-completion request. Unknown fields are ignored.
 #[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
@@ -93,10 +93,8 @@ impl CompletionRequest {
         if self.suffix.is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::field("suffix", "suffix is not supported"));
         }
-        if let Some(best_of) = self.best_of {
-            if Some(best_of) != self.n && !(best_of == 1 && self.n.is_none()) {
-                return Err(ApiError::field("best_of", format!("best_of is not supported unless it equals n, got {best_of}")));
-            }
+        if let Some(best_of) = self.best_of.filter(|&b| b != 1) {
+            return Err(ApiError::field("best_of", format!("best_of is not supported: omit it or send 1, got {best_of}")));
         }
         let logprobs = match self.logprobs {
             None => None,
@@ -118,10 +116,10 @@ impl CompletionRequest {
             logprobs,
         };
         let sampling = sampling::validate(input, &limits, SamplingDefaults::OPENAI)?;
-        if prompts.len() * sampling.n > state.limits.max_n {
+        if prompts.len() > state.limits.max_n {
             return Err(ApiError::field(
                 "prompt",
-                format!("prompts × n must be at most {}, got {}", state.limits.max_n, prompts.len() * sampling.n),
+                format!("prompt may hold at most {} items, got {}", state.limits.max_n, prompts.len()),
             ));
         }
         Ok(ValidCompletionRequest {

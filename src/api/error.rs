@@ -25,6 +25,8 @@ pub enum ApiError {
     ModelNotFound(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("the server is at its limit of {limit} requests in flight; retry shortly")]
     Overloaded { limit: usize },
     #[error("the request took longer than the server's limit of {seconds} s (--request-timeout-secs)")]
@@ -59,6 +61,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::ModelNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -79,6 +82,7 @@ impl ApiError {
             Self::UnsupportedMediaType => ("invalid_request_error", "unsupported_media_type", None),
             Self::ModelNotFound(_) => ("invalid_request_error", "model_not_found", Some("model".into())),
             Self::NotFound(_) => ("invalid_request_error", "not_found", None),
+            Self::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed", None),
             Self::Overloaded { .. } => ("server_overloaded", "too_many_requests", None),
             Self::TimedOut { .. } => ("server_error", "timeout", None),
             Self::DatabaseUnavailable(_) => ("service_unavailable", "database_unavailable", None),

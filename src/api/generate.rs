@@ -81,8 +81,10 @@ pub struct GenerateRequest {
 
 /// Most checkable instructions one prompt may carry.
 pub const MAX_INSTRUCTIONS: usize = 10;
+/// The range of a pair policy's `min_margin` and `length_band`.
+pub(crate) const MARGIN: std::ops::RangeInclusive<f64> = 0.0..=5.0;
 
-pub(super) const SOURCES: [&str; 3] = ["user", "seed", "self_instruct"];
+pub(crate) const SOURCES: [&str; 3] = ["user", "seed", "self_instruct"];
 const DEFAULT_MAX_TOKENS: usize = 256;
 
 struct ValidGenerate {
@@ -135,11 +137,11 @@ impl GenerateRequest {
             Some(JudgeChoice::Options(o)) => Some(validate_judge_options(o, &state.limits, sampling.config.seed)?),
         };
         let policy = self.pair_policy.unwrap_or(state.pair_policy);
-        if !(policy.min_margin >= 0.0 && policy.min_margin <= 5.0) {
+        if !MARGIN.contains(&(policy.min_margin as f64)) {
             return Err(ApiError::field("pair_policy.min_margin", format!("min_margin must be between 0 and 5, got {}", policy.min_margin)));
         }
         if let Some(band) = policy.length_band {
-            if !(0.0..=5.0).contains(&band) {
+            if !MARGIN.contains(&(band as f64)) {
                 return Err(ApiError::field("pair_policy.length_band", format!("length_band must be between 0 and 5, got {band}")));
             }
         }

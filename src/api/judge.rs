@@ -43,11 +43,11 @@ pub(super) fn validate_judge_options(o: JudgeOptions, limits: &Limits, seed: u64
         ));
     }
     let temperature = o.temperature.unwrap_or(0.7);
-    if !(0.0..=2.0).contains(&temperature) {
+    if !super::sampling::TEMPERATURE.contains(&temperature) {
         return Err(ApiError::field("judge.temperature", format!("judge temperature must be between 0 and 2, got {temperature}")));
     }
     let top_p = o.top_p.unwrap_or(0.9);
-    if !(top_p > 0.0 && top_p <= 1.0) {
+    if !(top_p > 0.0 && top_p <= super::sampling::TOP_P_MAX) {
         return Err(ApiError::field("judge.top_p", format!("judge top_p must be greater than 0 and at most 1, got {top_p}")));
     }
     let max_tokens = o.max_tokens.unwrap_or(256);
@@ -182,6 +182,9 @@ pub async fn judge(
     let (question, response, candidate_id) = match (request.candidate_id, request.response) {
         (Some(_), Some(_)) => return Err(ApiError::field("response", "give either candidate_id or response, not both")),
         (None, None) => return Err(ApiError::field("response", "response (or candidate_id) is required")),
+        (Some(_), None) if request.prompt.is_some() || request.messages.is_some() => {
+            return Err(ApiError::field("candidate_id", "give candidate_id alone (its prompt is stored), or prompt or messages with response"));
+        }
         (Some(id), None) => {
             let candidate = state
                 .store

@@ -1,7 +1,7 @@
 //! Lineage: for a checkpoint, its parent, iteration, the run that trained it, the pairs
 //! it was trained on and the prompts those came from.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -44,7 +44,7 @@ pub struct CheckpointLineage {
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
-pub async fn get_checkpoint(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<CheckpointLineage>, ApiError> {
+pub async fn get_checkpoint(State(state): State<AppState>, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<CheckpointLineage>, ApiError> {
     let db = |e: sqlx::Error| ApiError::DatabaseUnavailable(e.to_string());
     let store = &state.store;
     let checkpoint = store.checkpoint(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("checkpoint {id} does not exist")))?;

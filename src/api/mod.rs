@@ -13,11 +13,13 @@ pub mod logprobs;
 pub mod models;
 pub mod records;
 pub mod sampling;
+pub mod spec;
 pub mod stream;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::request::Parts;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -42,6 +44,9 @@ pub struct Limits {
     pub max_stop: usize,
     /// Largest number of judge samples per candidate.
     pub max_judge_samples: usize,
+    /// Most prompts one self-instruction call may ask for; it may spend ten generations
+    /// per prompt (`max_attempts`).
+    pub max_self_instruct: usize,
     /// Requests admitted at once (running or waiting for the engine); more get 429.
     pub max_in_flight: usize,
     /// Longest a request may take to its response head; 504 beyond.
@@ -60,6 +65,7 @@ impl Default for Limits {
             max_top_logprobs: 20,
             max_stop: 4,
             max_judge_samples: 16,
+            max_self_instruct: 256,
             max_in_flight: 256,
             request_timeout: std::time::Duration::from_secs(600),
             max_prompt_tokens: None,
@@ -252,6 +258,34 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// `axum::extract::Path` whose rejections come back in the API's error shape, naming
+/// the parameter (`/prompts/abc` → 400, `param: "id"`).
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        use axum::extract::path::ErrorKind;
+        use axum::extract::rejection::PathRejection;
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let param = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. } | ErrorKind::InvalidUtf8InPathParam { key } => Some(key.clone()),
+                    // One parameter (`/prompts/{id}`): serde does not say its name; the route does.
+                    _ => match axum::extract::RawPathParams::from_request_parts(parts, state).await {
+                        Ok(raw) if raw.iter().count() == 1 => raw.iter().next().map(|(key, _)| key.to_string()),
+                        _ => None,
+                    },
+                };
+                Err(ApiError::field(param.unwrap_or_else(|| "path".into()), e.body_text()))
+            }
+            Err(other) => Err(ApiError::field("path", other.body_text())),
+        }
+    }
+}
+
 /// Declares the bearer token the admin routes take.
 struct SecuritySchemes;
 
@@ -312,11 +346,17 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(crate::metrics::router())
 }
 
-/// The OpenAPI document the code describes (committed as `openapi/openapi.json`).
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The OpenAPI document the code describes with the default limits (committed as
+/// `openapi/openapi.json`).
+pub fn openapi() -> serde_json::Value {
+    openapi_for(&Limits::default())
+}
+
+/// The OpenAPI document of a server with `limits`, as `GET /openapi.json` serves it.
+pub fn openapi_for(limits: &Limits) -> serde_json::Value {
     let mut spec = routes().into_openapi();
     declare_api_keys(&mut spec);
-    spec
+    spec::document(&spec, limits)
 }
 
 /// The whole HTTP stack: routes, Swagger UI at `/docs`, the spec at `/openapi.json`,
@@ -324,12 +364,17 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn app(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
     crate::metrics::handle();
-    let (router, mut spec) = routes().split_for_parts();
-    declare_api_keys(&mut spec);
+    let (router, _) = routes().split_for_parts();
+    let spec = Arc::new(openapi_for(&state.limits));
     router
         .route("/v1/generate", axum::routing::post(generate::generate))
         .route("/v1/judge", axum::routing::post(judge::judge))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .route("/openapi.json", axum::routing::get(move || std::future::ready(axum::Json(spec.as_ref().clone()))))
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
+        .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(format!("no route for {}", uri.path())) })
+        .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {
+            ApiError::MethodNotAllowed(format!("{} does not take {method}", uri.path()))
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key))

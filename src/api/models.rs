@@ -1,6 +1,6 @@
 //! `GET /v1/models`: the active checkpoint, under its name and the alias `current`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -74,7 +74,7 @@ pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     params(("model" = String, Path, description = "The model's name or `current`")),
     responses((status = 200, body = ModelCard), (status = 404, description = "Unknown model", body = ErrorBody))
 )]
-pub async fn get_model(State(state): State<AppState>, Path(model): Path<String>) -> Result<Json<ModelCard>, ApiError> {
+pub async fn get_model(State(state): State<AppState>, super::ApiPath(model): super::ApiPath<String>) -> Result<Json<ModelCard>, ApiError> {
     cards(&state)
         .await
         .into_iter()

@@ -1,17 +1,19 @@
 //! Read endpoints for spot-checking what `/generate` and `/judge` recorded.
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::auth::Caller;
 use super::error::ErrorBody;
-use super::{ApiError, AppState};
+use super::{ApiError, ApiJson, AppState};
 use crate::store::evaluations::Evaluation;
 use crate::store::records::{CandidateRow, JudgmentRow, PairRow, PromptFilter, PromptRow, PromptSummary};
+use crate::store::reviews::{ReviewRow, ReviewVerdict};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -19,6 +21,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_prompt))
         .routes(routes!(get_candidate))
         .routes(routes!(list_pairs))
+        .routes(routes!(get_pair))
+        .routes(routes!(review_pair))
         .routes(routes!(list_evaluations))
 }
 
@@ -55,7 +59,7 @@ pub struct PromptDetail {
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
-pub async fn get_prompt(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<PromptDetail>, ApiError> {
+pub async fn get_prompt(State(state): State<AppState>, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<PromptDetail>, ApiError> {
     let prompt = state.store.prompt(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("prompt {id} does not exist")))?;
     let candidates = state.store.candidates_of_prompt(id).await.map_err(db)?;
     let ids: Vec<i64> = candidates.iter().map(|c| c.id).collect();
@@ -84,14 +88,30 @@ pub async fn get_prompt(State(state): State<AppState>, Path(id): Path<i64>) -> R
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
-pub async fn get_candidate(State(state): State<AppState>, Path(id): Path<i64>) -> Result<Json<CandidateDetail>, ApiError> {
+pub async fn get_candidate(State(state): State<AppState>, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<CandidateDetail>, ApiError> {
     let candidate =
         state.store.candidate(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("candidate {id} does not exist")))?;
     let judgments = state.store.judgments_of_candidates(&[id]).await.map_err(db)?;
     Ok(Json(CandidateDetail { candidate, judgments }))
 }
 
-const MAX_PAGE: i64 = 500;
+pub(crate) const MAX_PAGE: i64 = 500;
+/// What `GET /pairs?status=` accepts.
+pub(crate) const PAIR_STATUSES: [&str; 4] = ["available", "claimed", "consumed", "excluded"];
+/// What `GET /evaluations?kind=` accepts.
+pub(crate) const EVALUATION_KINDS: [&str; 4] = ["rm", "h2h", "ifeval", "review"];
+
+/// A query string that does not parse, as a 400 naming the parameter where serde says
+/// which (`limit: invalid digit found in string`).
+fn query_error(rejection: QueryRejection) -> ApiError {
+    let text = rejection.body_text();
+    let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+    let param = match detail.split_once(": ") {
+        Some((name, _)) if !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => name.to_string(),
+        _ => "query".to_string(),
+    };
+    ApiError::field(&param, text)
+}
 
 /// A checked page: limit 1 to 500 (default 50), offset 0 or more.
 fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError> {
@@ -107,6 +127,7 @@ fn page(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64), ApiError>
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PromptQuery {
     /// Only prompts of this loop iteration.
     pub iteration: Option<i32>,
@@ -151,11 +172,14 @@ pub async fn list_prompts(
     State(state): State<AppState>,
     query: Result<Query<PromptQuery>, QueryRejection>,
 ) -> Result<Json<PromptPage>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let Query(q) = query.map_err(query_error)?;
     if let Some(source) = q.source.as_deref() {
         if !super::generate::SOURCES.contains(&source) {
             return Err(ApiError::field("source", format!("source must be one of {}, got `{source}`", super::generate::SOURCES.join(", "))));
         }
+    }
+    if let Some(iteration) = q.iteration.filter(|&i| i < 0) {
+        return Err(ApiError::field("iteration", format!("iteration must be 0 or more, got {iteration}")));
     }
     let (limit, offset) = page(q.limit, q.offset)?;
     let filter = PromptFilter { iteration: q.iteration, source: q.source, checkpoint_id: q.checkpoint_id, has_pair: q.has_pair, judged: q.judged };
@@ -163,9 +187,100 @@ pub async fn list_prompts(
     Ok(Json(PromptPage { data, limit, offset }))
 }
 
+/// A pair with the reviews people gave it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PairDetail {
+    #[serde(flatten)]
+    pub pair: PairRow,
+    /// Oldest first.
+    pub reviews: Vec<ReviewRow>,
+}
+
+/// A preference pair and its reviews
+#[utoipa::path(
+    get,
+    path = "/pairs/{id}",
+    tag = "records",
+    params(("id" = i64, Path, description = "Pair id")),
+    responses(
+        (status = 200, body = PairDetail),
+        (status = 404, description = "No such pair", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn get_pair(State(state): State<AppState>, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<PairDetail>, ApiError> {
+    let pair = state.store.pair(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("pair {id} does not exist")))?;
+    let reviews = state.store.reviews_of_pair(id).await.map_err(db)?;
+    Ok(Json(PairDetail { pair, reviews }))
+}
+
+/// Longest review note, in characters.
+pub const MAX_NOTE_CHARS: usize = 2000;
+
+/// A person's verdict on a pair.
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+pub struct ReviewRequest {
+    /// `agree` (the judge's order is right), `disagree` (take the pair out of training)
+    /// or `swap` (the rejected answer is the better one).
+    pub verdict: ReviewVerdict,
+    /// Why, in at most 2000 characters.
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReviewResponse {
+    pub review: ReviewRow,
+    /// The pair after the review.
+    pub pair: PairRow,
+}
+
+/// Review a pair
+///
+/// `disagree` takes an available pair out of training (status `excluded`, which no
+/// trainer claims); `swap` exchanges its chosen and rejected answers (the review keeps
+/// the order it had). A pair that is claimed or already consumed keeps its history: the
+/// review is recorded with `applied: false`. The reviewer is the label of the API key
+/// (`label:key` in the keys file), or `anonymous` on a server without keys.
+#[utoipa::path(
+    post,
+    path = "/pairs/{id}/review",
+    tag = "records",
+    params(("id" = i64, Path, description = "Pair id")),
+    request_body = ReviewRequest,
+    responses(
+        (status = 200, body = ReviewResponse),
+        (status = 400, description = "Invalid verdict or note", body = ErrorBody),
+        (status = 404, description = "No such pair", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    )
+)]
+pub async fn review_pair(
+    State(state): State<AppState>,
+    super::ApiPath(id): super::ApiPath<i64>,
+    caller: Option<axum::Extension<Caller>>,
+    ApiJson(request): ApiJson<ReviewRequest>,
+) -> Result<Json<ReviewResponse>, ApiError> {
+    let note = request.note.as_deref().map(str::trim).filter(|n| !n.is_empty());
+    if let Some(n) = note {
+        let chars = n.chars().count();
+        if chars > MAX_NOTE_CHARS {
+            return Err(ApiError::field("note", format!("note must be at most {MAX_NOTE_CHARS} characters, got {chars}")));
+        }
+    }
+    let reviewer = caller.map_or_else(|| "anonymous".to_string(), |c| c.0 .0);
+    let (review, pair) = state
+        .store
+        .review_pair(id, request.verdict, note, &reviewer)
+        .await
+        .map_err(db)?
+        .ok_or_else(|| ApiError::NotFound(format!("pair {id} does not exist")))?;
+    Ok(Json(ReviewResponse { review, pair }))
+}
+
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PairQuery {
-    /// `available`, `claimed` or `consumed`.
+    /// `available`, `claimed`, `consumed` or `excluded` (taken out by a reviewer).
     pub status: Option<String>,
     /// Only pairs made by this checkpoint.
     pub checkpoint_id: Option<i64>,
@@ -198,10 +313,10 @@ pub async fn list_pairs(
     State(state): State<AppState>,
     query: Result<Query<PairQuery>, QueryRejection>,
 ) -> Result<Json<PairPage>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let Query(q) = query.map_err(query_error)?;
     if let Some(status) = q.status.as_deref() {
-        if !["available", "claimed", "consumed"].contains(&status) {
-            return Err(ApiError::field("status", format!("status must be available, claimed or consumed, got `{status}`")));
+        if !PAIR_STATUSES.contains(&status) {
+            return Err(ApiError::field("status", format!("status must be one of {}, got `{status}`", PAIR_STATUSES.join(", "))));
         }
     }
     let (limit, offset) = page(q.limit, q.offset)?;
@@ -210,8 +325,9 @@ pub async fn list_pairs(
 }
 
 #[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EvaluationQuery {
-    /// `rm`, `h2h` or `ifeval`.
+    /// `rm`, `h2h`, `ifeval` or `review`.
     pub kind: Option<String>,
     /// Only measurements of this checkpoint (rm: the judge; h2h: model A).
     pub checkpoint_id: Option<i64>,
@@ -244,10 +360,10 @@ pub async fn list_evaluations(
     State(state): State<AppState>,
     query: Result<Query<EvaluationQuery>, QueryRejection>,
 ) -> Result<Json<EvaluationPage>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::field("query", e.body_text()))?;
+    let Query(q) = query.map_err(query_error)?;
     if let Some(kind) = q.kind.as_deref() {
-        if !["rm", "h2h", "ifeval"].contains(&kind) {
-            return Err(ApiError::field("kind", format!("kind must be rm, h2h or ifeval, got `{kind}`")));
+        if !EVALUATION_KINDS.contains(&kind) {
+            return Err(ApiError::field("kind", format!("kind must be one of {}, got `{kind}`", EVALUATION_KINDS.join(", "))));
         }
     }
     let (limit, offset) = page(q.limit, q.offset)?;

@@ -60,13 +60,18 @@ impl ValidSampling {
     }
 }
 
+/// The temperatures the sampler accepts.
+pub const TEMPERATURE: std::ops::RangeInclusive<f64> = 0.0..=2.0;
+/// top_p must be greater than 0 and at most this.
+pub const TOP_P_MAX: f64 = 1.0;
+
 pub fn validate(input: SamplingInput, limits: &Limits, defaults: SamplingDefaults) -> Result<ValidSampling, ApiError> {
     let temperature = input.temperature.unwrap_or(defaults.temperature);
-    if !(0.0..=2.0).contains(&temperature) {
+    if !TEMPERATURE.contains(&temperature) {
         return Err(ApiError::field("temperature", format!("temperature must be between 0 and 2, got {temperature}")));
     }
     let top_p = input.top_p.unwrap_or(defaults.top_p);
-    if !(top_p > 0.0 && top_p <= 1.0) {
+    if !(top_p > 0.0 && top_p <= TOP_P_MAX) {
         return Err(ApiError::field("top_p", format!("top_p must be greater than 0 and at most 1, got {top_p}")));
     }
     let top_k = input.top_k.unwrap_or(0);

@@ -75,9 +75,10 @@ async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], c
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.time_limit_s);
     let start = Instant::now();
+    let bar = crate::progress::Progress::new(total as u64, format!("chat c={concurrency}"), "requests");
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (client, next, prompts) = (client.clone(), next.clone(), prompts.to_vec());
+            let (client, next, prompts, bar) = (client.clone(), next.clone(), prompts.to_vec(), bar.clone());
             let (url, model, max_tokens, temperature) =
                 (format!("{}/v1/chat/completions", args.url), args.model.clone(), args.max_tokens, args.temperature);
             tokio::spawn(async move {
@@ -104,6 +105,7 @@ async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], c
                             errors += 1;
                         }
                     }
+                    bar.inc(1);
                 }
                 (samples, errors)
             })
@@ -116,6 +118,7 @@ async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], c
         samples.extend(s);
         errors += e;
     }
+    bar.finish();
     let wall = start.elapsed().as_secs_f64();
     let tokens: usize = samples.iter().map(|s| s.tokens).sum();
     let mut latencies: Vec<f64> = samples.iter().map(|s| s.latency.as_secs_f64()).collect();

@@ -72,9 +72,10 @@ async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: 
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.time_limit_s);
     let start = Instant::now();
+    let bar = crate::progress::Progress::new(args.prompts as u64, format!("generate {method}"), "prompts");
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
-            let (client, next, args, method) = (client.clone(), next.clone(), args.clone(), method.to_string());
+            let (client, next, args, method, bar) = (client.clone(), next.clone(), args.clone(), method.to_string(), bar.clone());
             tokio::spawn(async move {
                 let mut bodies = Vec::new();
                 let mut errors = 0;
@@ -95,14 +96,16 @@ async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: 
                             errors += 1;
                         }
                     }
+                    bar.inc(1);
                 }
                 (bodies, errors)
             })
         })
         .collect();
     let mut r = MethodResult { method: method.to_string(), concurrency: args.concurrency, ..Default::default() };
-    for w in workers {
-        let (bodies, errors) = w.await?;
+    let finished = futures::future::try_join_all(workers).await?;
+    bar.finish();
+    for (bodies, errors) in finished {
         r.errors += errors;
         for b in bodies {
             r.prompts += 1;

@@ -8,6 +8,7 @@ pub mod gate;
 pub mod h2h;
 pub mod ifeval;
 pub mod movement;
+pub mod reviews;
 pub mod rm;
 pub mod source;
 pub mod stats;
@@ -25,7 +26,7 @@ pub struct StoreArgs {
     /// at GET /evaluations). Without it they are only printed.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Also draw the stored results of this kind, metric by iteration, as an SVG file.
+    /// Also draw the stored results of this kind, metric by iteration (a .svg or .png file).
     #[arg(long)]
     pub chart: Option<PathBuf>,
 }
@@ -42,7 +43,7 @@ impl StoreArgs {
     pub async fn chart(&self, store: &Store, kind: &str, metric: &str) -> Result<()> {
         if let Some(path) = &self.chart {
             let points = chart::series(&store.evaluations(Some(kind), None, 10_000, 0).await?, metric);
-            chart::write_svg(path, &format!("{kind}: {metric} by iteration"), metric, &points)?;
+            chart::write(path, &format!("{kind}: {metric} by iteration"), metric, &points)?;
             eprintln!("chart written to {}", path.display());
         }
         Ok(())
@@ -95,7 +96,7 @@ pub struct ChartArgs {
     /// spearman, win_rate, lc_win_rate).
     #[arg(long, default_value = "pairwise_accuracy")]
     pub metric: String,
-    /// SVG file to write.
+    /// Chart file to write (.svg or .png).
     #[arg(long)]
     pub out: PathBuf,
 }

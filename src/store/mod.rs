@@ -3,6 +3,7 @@
 pub mod checkpoints;
 pub mod evaluations;
 pub mod records;
+pub mod reviews;
 pub mod training;
 
 use std::time::Duration;

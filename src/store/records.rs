@@ -151,7 +151,7 @@ pub struct PairRow {
     pub rejected_score: f32,
     /// The checkpoint whose candidates and judgments made the pair.
     pub checkpoint_id: i64,
-    /// `available`, `claimed` or `consumed`.
+    /// `available`, `claimed`, `consumed` or `excluded` (taken out by a reviewer).
     pub status: String,
     /// What decided the pair: `reward` (judge, verify, judge+verify), `by` (judge or
     /// verifier), the judge's `method`, `judge_checkpoint_id` and `template_sha256`, and

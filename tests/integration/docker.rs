@@ -101,7 +101,7 @@ fn health_checks_name_real_routes() {
     let route = Regex::new(r"http://127\.0\.0\.1:8080(/[a-z]+)").unwrap();
     for file in FILES {
         for c in route.captures_iter(&read(file)) {
-            assert!(spec.paths.paths.contains_key(&c[1]), "{file} checks {} which is not a route", &c[1]);
+            assert!(spec["paths"].get(&c[1]).is_some(), "{file} checks {} which is not a route", &c[1]);
         }
     }
 }

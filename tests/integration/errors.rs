@@ -82,6 +82,34 @@ fn malformed_bodies_unknown_models_and_missing_fields() {
 }
 
 #[test]
+fn bad_paths_queries_routes_and_methods_get_the_error_shape_too() {
+    rt().block_on(async {
+        let s = server();
+        let get = |path: &'static str| async move {
+            let (status, text) = s.get(path).await;
+            let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: JSON body, got {status}: {text}"));
+            (status, body)
+        };
+        let (status, body) = get("/prompts/abc").await;
+        assert_error(status, &body, 400, Some("id"), "abc");
+        let (status, body) = get("/checkpoints/1.5").await;
+        assert_error(status, &body, 400, Some("id"), "1.5");
+        let (status, body) = get("/pairs?limit=ten").await;
+        assert_error(status, &body, 400, Some("limit"), "invalid digit");
+        let (status, body) = get("/prompts?iteration=-1").await;
+        assert_error(status, &body, 400, Some("iteration"), "0 or more");
+        let (status, body) = get("/no/such/route").await;
+        assert_error(status, &body, 404, None, "/no/such/route");
+        let (status, body) = get("/v1/chat/completions").await;
+        assert_error(status, &body, 405, None, "GET");
+        let (status, body) = s.post_raw("/judge", b"{}".to_vec(), "text/plain").await;
+        assert_error(status, &body, 415, None, "JSON");
+        let (status, body) = s.post("/judge", &json!({"candidate_id": 1, "prompt": "hi"})).await;
+        assert_error(status, &body, 400, Some("candidate_id"), "alone");
+    });
+}
+
+#[test]
 fn oversized_bodies_get_413_with_the_limit() {
     rt().block_on(async {
         let s = server();

@@ -56,7 +56,7 @@ fn swagger_ui_and_the_spec_are_served() {
 
 #[test]
 fn committed_openapi_matches_the_code() {
-    let generated = srlm::api::openapi().to_pretty_json().unwrap() + "\n";
+    let generated = serde_json::to_string_pretty(&srlm::api::openapi()).unwrap() + "\n";
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json");
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
@@ -109,7 +109,6 @@ fn api_keys_guard_the_model_routes_and_leave_health_metrics_and_admin_alone() {
 
         // The spec declares the schemes and which operations take a key.
         let spec = srlm::api::openapi();
-        let spec: Value = serde_json::from_str(&spec.to_json().unwrap()).unwrap();
         assert!(spec["components"]["securitySchemes"]["api_key"].is_object());
         assert_eq!(spec["paths"]["/v1/chat/completions"]["post"]["security"][0]["api_key"], serde_json::json!([]));
         assert!(spec["paths"]["/health"]["get"]["security"].is_null());
@@ -200,5 +199,73 @@ fn prompts_over_the_token_limit_get_a_400_naming_the_field() {
         assert_eq!(refused.status(), 400);
         let body: Value = refused.json().await.unwrap();
         assert_eq!(body["error"]["param"], "prompt");
+    });
+}
+
+#[test]
+fn a_review_names_its_reviewer_from_the_key_label_and_changes_what_trains() {
+    rt().block_on(async {
+        let s = server();
+        let dir = std::env::temp_dir().join(format!("srlm-review-keys-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("keys.txt");
+        std::fs::write(&file, "# reviewers\nana:sk-review-ana\nsk-unlabelled\n").unwrap();
+        let keys = srlm::api::auth::ApiKeys::load(Some(&file), None, srlm::api::auth::DEFAULT_OPEN_ROUTES).unwrap().unwrap();
+        let base = own_stack(|state| state.api_keys = Some(std::sync::Arc::new(keys))).await;
+        // A pair recorded by the served checkpoint.
+        let checkpoint = s.state.current().checkpoint_id().expect("the test server records");
+        let candidate = |t: &str| srlm::store::records::NewCandidate {
+            text: t.into(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            finish_reason: "stop".into(),
+            temperature: 0.7,
+            top_p: 0.9,
+            max_tokens: 8,
+            seed: 0,
+        };
+        let g = srlm::store::records::NewGeneration {
+            messages: serde_json::json!([{"role": "user", "content": "Which is right?"}]),
+            instructions: None,
+            source: "user".into(),
+            iteration: 0,
+            checkpoint_id: checkpoint,
+            candidates: vec![candidate("judge's pick"), candidate("the better one")],
+            judgments: vec![],
+            pair: Some(srlm::store::records::NewPair { chosen: 0, rejected: 1, chosen_score: 3.0, rejected_score: 2.0 }),
+            decided_by: None,
+        };
+        let ids = s.state.store.record_generation(&g).await.unwrap();
+        let pair = ids.pair_id.unwrap();
+        let client = reqwest::Client::new();
+        let review = |key: &str, body: Value| client.post(format!("{base}/pairs/{pair}/review")).bearer_auth(key).json(&body).send();
+
+        let swapped: Value = review("sk-review-ana", serde_json::json!({"verdict": "swap", "note": "the second answers the question"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(swapped["review"]["reviewer"], "ana", "{swapped}");
+        assert_eq!(swapped["review"]["applied"], true);
+        assert_eq!(swapped["pair"]["chosen_id"], ids.candidate_ids[1]);
+        let agreed: Value = review("sk-unlabelled", serde_json::json!({"verdict": "agree"})).await.unwrap().json().await.unwrap();
+        assert_eq!(agreed["review"]["reviewer"], "api-key");
+        // Bad input: the one error shape, naming the field.
+        let bad = review("sk-review-ana", serde_json::json!({"verdict": "maybe"})).await.unwrap();
+        assert_eq!(bad.status(), 400);
+        let bad = review("sk-review-ana", serde_json::json!({"verdict": "agree", "note": "x".repeat(2001)})).await.unwrap();
+        assert_eq!(bad.status(), 400);
+        assert_eq!(bad.json::<Value>().await.unwrap()["error"]["param"], "note");
+        assert_eq!(review("nope", serde_json::json!({"verdict": "agree"})).await.unwrap().status(), 401);
+        // GET /pairs/{id} lists the reviews, oldest first.
+        let detail: Value = client.get(format!("{base}/pairs/{pair}")).bearer_auth("sk-review-ana").send().await.unwrap().json().await.unwrap();
+        let reviewers: Vec<&str> = detail["reviews"].as_array().unwrap().iter().map(|r| r["reviewer"].as_str().unwrap()).collect();
+        assert_eq!(reviewers, ["ana", "api-key"]);
+        assert_eq!(detail["reviews"][0]["chosen_id"], ids.candidate_ids[0], "the judge's order is kept with the review");
+        // Disagreeing takes it out of training for good.
+        let out: Value = review("sk-review-ana", serde_json::json!({"verdict": "disagree"})).await.unwrap().json().await.unwrap();
+        assert_eq!(out["pair"]["status"], "excluded");
+        std::fs::remove_dir_all(&dir).unwrap();
     });
 }
