@@ -16,3 +16,5 @@ cargo test --release "$@"
 # …then the HTTP suite again on mistralrs: every endpoint must work with either engine
 # (the engine, trainer, swap and loop tests don't depend on the server's engine: run once).
 SRLM_TEST_ENGINE=mistralrs cargo test --release --test integration "$@" -- --skip engines:: --skip train:: --skip swap:: --skip selfloop::
+# A short schema-driven fuzzing run: the spec must describe what the server answers.
+FUZZ_TIMEOUT=600 load-tests/fuzz.sh 10

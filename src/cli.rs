@@ -264,6 +264,10 @@ pub struct ServeArgs {
     /// Sequences kept in mistralrs' prefix cache (0 = off).
     #[arg(long, env = "SRLM_PREFIX_CACHE", default_value_t = 0)]
     pub prefix_cache: usize,
+    /// Tokens the paged KV cache holds on a GPU (mistralrs), all sequences together
+    /// (default: 4096 × --max-seqs).
+    #[arg(long, env = "SRLM_KV_CACHE_TOKENS")]
+    pub kv_cache_tokens: Option<usize>,
     /// Run on CPU even when a GPU is available.
     #[arg(long, env = "SRLM_CPU")]
     pub cpu: bool,

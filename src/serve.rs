@@ -95,6 +95,7 @@ pub async fn load_engine(args: &ServeArgs) -> anyhow::Result<SharedEngine> {
         prefix_cache: args.prefix_cache,
         force_cpu: args.cpu,
         weights: args.weights,
+        kv_cache_tokens: args.kv_cache_tokens,
     };
     Ok(Arc::new(MistralEngine::load(&options).await?))
 }

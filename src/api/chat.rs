@@ -39,8 +39,7 @@ pub enum MessageContent {
 pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default)]
-    pub text: Option<String>,
+    pub text: String,
 }
 
 /// Options for streamed responses.
@@ -104,6 +103,10 @@ impl ChatCompletionRequest {
         }
         let messages = validate_messages(self.messages)?;
         let logprobs = top_logprobs(self.logprobs, self.top_logprobs, state.limits.max_top_logprobs)?;
+        if let (Some(_), Some(alias)) = (self.max_completion_tokens, self.max_tokens) {
+            // Both given: the alias is ignored, but it must still be a valid budget.
+            sampling::max_tokens_in_range("max_tokens", alias, &state.limits)?;
+        }
         let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
             (Some(v), _) => Some(("max_completion_tokens", v)),
             (None, Some(v)) => Some(("max_tokens", v)),
@@ -147,12 +150,12 @@ fn validate_message(index: usize, message: RequestMessage) -> Result<ChatMessage
         Some(MessageContent::Parts(parts)) => {
             let mut text = String::new();
             for (j, part) in parts.into_iter().enumerate() {
-                match (part.kind.as_str(), part.text) {
-                    ("text", Some(t)) => text.push_str(&t),
-                    (kind, _) => {
+                match part.kind.as_str() {
+                    "text" => text.push_str(&part.text),
+                    kind => {
                         return Err(ApiError::field(
                             format!("messages[{index}].content[{j}]"),
-                            format!("messages[{index}].content[{j}]: only `text` parts with a `text` field are supported, got `{kind}`"),
+                            format!("messages[{index}].content[{j}]: only `text` parts are supported, got `{kind}`"),
                         ))
                     }
                 }
@@ -238,7 +241,8 @@ pub struct ChatCompletionResponse {
     tag = "openai",
     request_body = ChatCompletionRequest,
     responses(
-        (status = 200, description = "The completion (or an SSE stream of chunks when `stream` is true)", body = ChatCompletionResponse),
+        (status = 200, description = "The completion (or an SSE stream of chunks when `stream` is true)",
+            content((ChatCompletionResponse = "application/json"), (super::stream::ChatCompletionChunk = "text/event-stream"))),
         (status = 400, description = "Invalid field; the message names the field and the limit", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 413, description = "Body larger than the server's limit", body = ErrorBody),

@@ -163,7 +163,8 @@ pub struct CompletionResponse {
     tag = "openai",
     request_body = CompletionRequest,
     responses(
-        (status = 200, description = "The completion (or an SSE stream when `stream` is true)", body = CompletionResponse),
+        (status = 200, description = "The completion (or an SSE stream of chunks when `stream` is true)",
+            content((CompletionResponse = "application/json"), (super::stream::CompletionChunk = "text/event-stream"))),
         (status = 400, description = "Invalid field; the message names the field and the limit", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 413, description = "Body larger than the server's limit", body = ErrorBody),

@@ -114,6 +114,10 @@ impl GenerateRequest {
         };
         let mut limits = (*state.limits).clone();
         limits.default_max_tokens = DEFAULT_MAX_TOKENS;
+        if let (Some(_), Some(alias)) = (self.max_completion_tokens, self.max_tokens) {
+            // Both given: the alias is ignored, but it must still be a valid budget.
+            sampling::max_tokens_in_range("max_tokens", alias, &state.limits)?;
+        }
         let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
             (Some(v), _) => Some(("max_completion_tokens", v)),
             (None, Some(v)) => Some(("max_tokens", v)),

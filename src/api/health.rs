@@ -29,6 +29,10 @@ pub struct Readiness {
     pub status: String,
     /// The served model's name.
     pub model: String,
+    /// The engine serving it: `native` or `mistralrs`.
+    pub engine: String,
+    /// Where it runs: `cpu`, `cuda:0`, …
+    pub device: String,
     /// The checkpoint row of the served model, once registered.
     pub checkpoint_id: Option<i64>,
     /// `ok`, or what is wrong with the database.
@@ -67,6 +71,8 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
     let body = Readiness {
         status: if is_ready { "ready" } else { "not_ready" }.into(),
         model: served.engine.info().name.clone(),
+        engine: served.engine.info().engine.clone(),
+        device: served.engine.info().device.clone(),
         checkpoint_id,
         database,
     };

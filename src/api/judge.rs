@@ -22,7 +22,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// How to judge.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 pub struct JudgeOptions {
-    /// Judge samples per response, averaged (default 3).
+    /// Judge samples per response, averaged (default 3, or the server's most if lower).
     pub samples: Option<i64>,
     /// `sample` (default), `constrained` or `expected`.
     pub method: Option<JudgeMethod>,
@@ -35,7 +35,7 @@ pub struct JudgeOptions {
 }
 
 pub(super) fn validate_judge_options(o: JudgeOptions, limits: &Limits, seed: u64) -> Result<JudgeSettings, ApiError> {
-    let samples = o.samples.unwrap_or(3);
+    let samples = o.samples.unwrap_or(3.min(limits.max_judge_samples as i64));
     if samples < 1 || samples > limits.max_judge_samples as i64 {
         return Err(ApiError::field(
             "judge.samples",
@@ -50,7 +50,7 @@ pub(super) fn validate_judge_options(o: JudgeOptions, limits: &Limits, seed: u64
     if !(top_p > 0.0 && top_p <= super::sampling::TOP_P_MAX) {
         return Err(ApiError::field("judge.top_p", format!("judge top_p must be greater than 0 and at most 1, got {top_p}")));
     }
-    let max_tokens = o.max_tokens.unwrap_or(256);
+    let max_tokens = o.max_tokens.unwrap_or(256.min(limits.max_tokens as i64));
     if max_tokens < 1 || max_tokens > limits.max_tokens as i64 {
         return Err(ApiError::field(
             "judge.max_tokens",

@@ -248,13 +248,42 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(match ApiError::from(rejection) {
+        let axum::Json(mut value) = axum::Json::<serde_json::Value>::from_request(req, state).await.map_err(|rejection| {
+            match ApiError::from(rejection) {
                 ApiError::BodyTooLarge { .. } => ApiError::BodyTooLarge { limit: state.limits.max_body_bytes },
                 other => other,
-            }),
+            }
+        })?;
+        integral_floats_as_integers(&mut value);
+        serde_path_to_error::deserialize(value).map(Self).map_err(|err| {
+            let path = err.path().to_string();
+            let detail = err.into_inner();
+            if path == "." {
+                ApiError::InvalidJson(detail.to_string())
+            } else {
+                ApiError::field(path.clone(), format!("{path}: {detail}"))
+            }
+        })
+    }
+}
+
+/// JSON has one number type: `4.0` is the integer 4 to JSON Schema (and to the spec's
+/// clients), so integral numbers are made integers before typed fields read them.
+fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(number) => {
+            if let Some(x) = number.as_f64().filter(|x| number.is_f64() && x.fract() == 0.0) {
+                if x > i64::MIN as f64 && x < i64::MAX as f64 {
+                    *value = Value::from(x as i64);
+                } else if x >= 0.0 && x < u64::MAX as f64 {
+                    *value = Value::from(x as u64);
+                }
+            }
         }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
     }
 }
 

@@ -65,6 +65,14 @@ pub const TEMPERATURE: std::ops::RangeInclusive<f64> = 0.0..=2.0;
 /// top_p must be greater than 0 and at most this.
 pub const TOP_P_MAX: f64 = 1.0;
 
+/// A token budget named `field`, checked against the server's limit.
+pub fn max_tokens_in_range(field: &str, value: i64, limits: &Limits) -> Result<usize, ApiError> {
+    if value < 1 || value > limits.max_tokens as i64 {
+        return Err(ApiError::field(field, format!("{field} must be between 1 and {}, got {value}", limits.max_tokens)));
+    }
+    Ok(value as usize)
+}
+
 pub fn validate(input: SamplingInput, limits: &Limits, defaults: SamplingDefaults) -> Result<ValidSampling, ApiError> {
     let temperature = input.temperature.unwrap_or(defaults.temperature);
     if !TEMPERATURE.contains(&temperature) {
@@ -78,16 +86,13 @@ pub fn validate(input: SamplingInput, limits: &Limits, defaults: SamplingDefault
     if top_k < 0 {
         return Err(ApiError::field("top_k", format!("top_k must be 0 (off) or positive, got {top_k}")));
     }
-    let n = input.n.unwrap_or(defaults.n as i64);
+    let n = input.n.unwrap_or(defaults.n.min(limits.max_n) as i64);
     if n < 1 || n > limits.max_n as i64 {
         return Err(ApiError::field("n", format!("n must be between 1 and {}, got {n}", limits.max_n)));
     }
     let max_tokens = match input.max_tokens {
         None => limits.default_max_tokens.min(limits.max_tokens),
-        Some((field, value)) if value < 1 || value > limits.max_tokens as i64 => {
-            return Err(ApiError::field(field, format!("{field} must be between 1 and {}, got {value}", limits.max_tokens)));
-        }
-        Some((_, value)) => value as usize,
+        Some((field, value)) => max_tokens_in_range(field, value, limits)?,
     };
     let stop = match input.stop {
         None => Vec::new(),

@@ -69,6 +69,9 @@ pub fn constraints(limits: &Limits) -> Vec<Constraint> {
     out.push(c("GenerateRequest", "source", "enum", json!(generate::SOURCES)));
     out.push(c("GenerateRequest", "iteration", "minimum", json!(0)));
     out.push(c("GenerateRequest", "instructions", "maxItems", json!(generate::MAX_INSTRUCTIONS)));
+    // A letter is one character.
+    out.push(c("Instruction", "letter", "minLength", json!(1)));
+    out.push(c("Instruction", "letter", "maxLength", json!(1)));
     out.push(c("PairPolicy", "min_margin", "minimum", json!(m_lo)));
     out.push(c("PairPolicy", "min_margin", "maximum", json!(m_hi)));
     out.push(c("PairPolicy", "length_band", "minimum", json!(m_lo)));
@@ -111,6 +114,7 @@ pub fn document(spec: &utoipa::openapi::OpenApi, limits: &Limits) -> Value {
     let mut doc = serde_json::to_value(spec).expect("the OpenAPI document serializes");
     declare_statuses(&mut doc);
     declare_alternatives(&mut doc);
+    declare_event_streams(&mut doc);
     for constraint in constraints(limits) {
         let applied = apply(&mut doc, &constraint);
         assert!(applied, "constraint {constraint:?} names no field of the document");
@@ -156,6 +160,30 @@ fn declare_statuses(doc: &mut Value) {
                 add(415, "The body is not JSON (Content-Type: application/json)");
             }
             add(504, "No response within the server's request deadline (--request-timeout-secs)");
+        }
+    }
+}
+
+/// A streamed response's media type describes one server-sent event: its `data` is a
+/// chunk as JSON, or the closing `[DONE]`.
+fn declare_event_streams(doc: &mut Value) {
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        for operation in item.values_mut() {
+            let Some(responses) = operation["responses"].as_object_mut() else { continue };
+            for response in responses.values_mut() {
+                let Some(stream) = response.pointer_mut("/content/text~1event-stream") else { continue };
+                let chunk = stream["schema"].take();
+                stream["schema"] = json!({
+                    "type": "object",
+                    "description": "One server-sent event",
+                    "required": ["data"],
+                    "properties": {"data": {"anyOf": [
+                        {"type": "string", "contentMediaType": "application/json", "contentSchema": chunk},
+                        {"type": "string", "const": "[DONE]"}
+                    ]}}
+                });
+            }
         }
     }
 }
@@ -213,7 +241,17 @@ fn apply(doc: &mut Value, constraint: &Constraint) -> bool {
         }
         field => match schema["properties"].get_mut(field) {
             Some(property) => set(property, constraint),
-            None => false,
+            // A tagged enum: every variant that has the field.
+            None => {
+                let Some(variants) = schema["oneOf"].as_array_mut() else { return false };
+                let mut landed = false;
+                for variant in variants {
+                    if let Some(property) = variant["properties"].get_mut(field) {
+                        landed = set(property, constraint) || landed;
+                    }
+                }
+                landed
+            }
         },
     }
 }

@@ -44,6 +44,9 @@ pub struct MistralOptions {
     pub force_cpu: bool,
     /// Weight type to serve a GGUF file with (converted once, then reused).
     pub weights: WeightsChoice,
+    /// Tokens the paged KV cache holds on a GPU, all sequences together (default:
+    /// 4096 per sequence of `max_seqs`; mistralrs's own default is 4096 in all).
+    pub kv_cache_tokens: Option<usize>,
 }
 
 pub struct MistralEngine {
@@ -51,6 +54,14 @@ pub struct MistralEngine {
     vocab: Arc<Vocab>,
     info: ModelInfo,
     slots: Arc<Semaphore>,
+}
+
+/// The paged KV cache on a GPU: room for every sequence of `max_seqs` at 4096 tokens
+/// unless `--kv-cache-tokens` says otherwise.
+fn paged_attention(opts: &MistralOptions) -> Result<mistralrs::PagedAttentionConfig> {
+    let tokens = opts.kv_cache_tokens.unwrap_or(opts.max_seqs.max(1) * 4096);
+    tracing::info!(kv_cache_tokens = tokens, "paged attention");
+    PagedAttentionMetaBuilder::default().with_gpu_memory(mistralrs::MemoryGpuConfig::ContextSize(tokens)).build()
 }
 
 impl MistralEngine {
@@ -76,7 +87,7 @@ impl MistralEngine {
                 .with_prefix_cache_n(prefix_cache)
                 .with_device(device.clone());
             if !on_cpu {
-                builder = builder.with_paged_attn(PagedAttentionMetaBuilder::default().build()?);
+                builder = builder.with_paged_attn(paged_attention(opts)?);
             }
             (builder.build().await?, "gguf", vocab)
         } else {
@@ -85,7 +96,7 @@ impl MistralEngine {
                 .with_prefix_cache_n(prefix_cache)
                 .with_device(device.clone());
             if !on_cpu {
-                builder = builder.with_paged_attn(PagedAttentionMetaBuilder::default().build()?);
+                builder = builder.with_paged_attn(paged_attention(opts)?);
             }
             let model = builder.build().await?;
             let vocab = if path.is_dir() { Vocab::for_model(&path)? } else { Vocab::from_tokenizer_json(&hub_tokenizer(&opts.model)?)? };
@@ -98,9 +109,14 @@ impl MistralEngine {
             path: opts.model.clone(),
             format: format.into(),
             engine: "mistralrs".into(),
+            device: match device.location() {
+                candle_core::DeviceLocation::Cpu => "cpu".into(),
+                candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+                candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+            },
             max_concurrent,
         };
-        tracing::info!(model = %info.name, device = ?device, max_concurrent, "mistralrs engine loaded");
+        tracing::info!(model = %info.name, device = %info.device, max_concurrent, "mistralrs engine loaded");
         Ok(Self { model, vocab: Arc::new(vocab), info, slots: Arc::new(Semaphore::new(max_concurrent)) })
     }
 

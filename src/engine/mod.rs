@@ -134,6 +134,8 @@ pub struct ModelInfo {
     pub format: String,
     /// `mistralrs` or `native`.
     pub engine: String,
+    /// Where it runs: `cpu`, `cuda:0`, …
+    pub device: String,
     /// Generations the engine runs at once.
     pub max_concurrent: usize,
 }

@@ -4,6 +4,7 @@ pub mod checkpoints;
 pub mod evaluations;
 pub mod records;
 pub mod reviews;
+pub mod text;
 pub mod training;
 
 use std::time::Duration;

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::text::{storable, storable_json};
 use super::Store;
 
 /// A candidate to record (its prompt and checkpoint come from the generation).
@@ -168,15 +169,16 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let prompt_id = sqlx::query_scalar!(
             "INSERT INTO prompts (messages, source, iteration, instructions) VALUES ($1, $2, $3, $4) RETURNING id",
-            g.messages,
+            storable_json(&g.messages),
             g.source,
             g.iteration,
-            g.instructions
+            g.instructions.as_ref().map(storable_json)
         )
         .fetch_one(&mut *tx)
         .await?;
         let mut candidate_ids = Vec::with_capacity(g.candidates.len());
         for (index, c) in g.candidates.iter().enumerate() {
+            let text = storable(&c.text);
             let id = sqlx::query_scalar!(
                 r#"INSERT INTO candidates (prompt_id, checkpoint_id, choice_index, text, prompt_tokens,
                        completion_tokens, finish_reason, temperature, top_p, max_tokens, seed)
@@ -184,7 +186,7 @@ impl Store {
                 prompt_id,
                 g.checkpoint_id,
                 index as i32,
-                c.text,
+                text.as_ref(),
                 c.prompt_tokens,
                 c.completion_tokens,
                 c.finish_reason,
@@ -217,7 +219,7 @@ impl Store {
                         p.chosen_score,
                         p.rejected_score,
                         g.checkpoint_id,
-                        g.decided_by
+                        g.decided_by.as_ref().map(storable_json)
                     )
                     .fetch_one(&mut *tx)
                     .await?,
@@ -336,7 +338,7 @@ impl Store {
 
     /// Stores a prompt on its own (self-instruction) and returns its id.
     pub async fn insert_prompt(&self, messages: &serde_json::Value, source: &str, iteration: i32) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar!("INSERT INTO prompts (messages, source, iteration) VALUES ($1, $2, $3) RETURNING id", messages, source, iteration)
+        sqlx::query_scalar!("INSERT INTO prompts (messages, source, iteration) VALUES ($1, $2, $3) RETURNING id", storable_json(messages), source, iteration)
             .fetch_one(&self.pool)
             .await
     }
@@ -374,6 +376,7 @@ async fn insert_judgments(
 ) -> Result<Vec<i64>, sqlx::Error> {
     let mut ids = Vec::with_capacity(judgments.len());
     for j in judgments {
+        let raw_text = storable(&j.raw_text);
         ids.push(
             sqlx::query_scalar!(
                 r#"INSERT INTO judgments (candidate_id, judge_checkpoint_id, sample_index, method, score, raw_text)
@@ -383,7 +386,7 @@ async fn insert_judgments(
                 j.sample_index,
                 j.method,
                 j.score,
-                j.raw_text
+                raw_text.as_ref()
             )
             .fetch_one(&mut *tx)
             .await?,

@@ -89,6 +89,7 @@ impl Store {
                 ReviewVerdict::Agree => {}
             }
         }
+        let note = note.map(super::text::storable);
         let review = sqlx::query_as!(
             ReviewRow,
             r#"INSERT INTO pair_reviews (pair_id, verdict, note, reviewer, applied, chosen_id, rejected_id)
@@ -96,7 +97,7 @@ impl Store {
                RETURNING id, pair_id, verdict, note, reviewer, applied, chosen_id, rejected_id, created_at"#,
             pair_id,
             verdict.as_str(),
-            note,
+            note.as_deref(),
             reviewer,
             applied,
             pair.chosen_id,

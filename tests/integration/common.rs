@@ -72,6 +72,7 @@ pub fn engine(kind: &str) -> SharedEngine {
                         } else {
                             srlm::checkpoint::gguf::WeightsChoice::Auto
                         },
+                        kv_cache_tokens: None,
                     };
                     Arc::new(MistralEngine::load(&options).await.expect("mistralrs loads the default model")) as SharedEngine
                 }

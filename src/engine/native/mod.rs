@@ -85,6 +85,7 @@ impl NativeEngine {
             path: opts.model.clone(),
             format: if path.is_dir() { "safetensors" } else { "gguf" }.into(),
             engine: "native".into(),
+            device: "cpu".into(),
             max_concurrent: opts.max_seqs,
         };
         let max_positions = model.config.max_positions;
