@@ -178,6 +178,7 @@ pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiErro
         (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
         (status = 403, description = "Admin routes disabled", body = ErrorBody),
         (status = 404, description = "No such checkpoint", body = ErrorBody),
+        (status = 409, description = "This server cannot load checkpoints (no loader configured)", body = ErrorBody),
         (status = 422, description = "The checkpoint failed to load (marked failed; the old model keeps serving)", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
@@ -199,8 +200,10 @@ pub async fn activate_checkpoint(State(state): State<AppState>, headers: HeaderM
         (status = 200, body = SwapResponse),
         (status = 401, description = "Missing or wrong admin token", body = ErrorBody),
         (status = 403, description = "Admin routes disabled", body = ErrorBody),
-        (status = 409, description = "The served checkpoint has no parent", body = ErrorBody),
+        (status = 404, description = "The parent checkpoint is not in the database", body = ErrorBody),
+        (status = 409, description = "The served checkpoint has no parent, or this server cannot load checkpoints", body = ErrorBody),
         (status = 422, description = "The parent failed to load", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
 pub async fn rollback(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<SwapResponse>, ApiError> {

@@ -1,7 +1,7 @@
 //! The OpenAPI document as the server means it. utoipa derives the shapes; this adds
 //! what the derive cannot know: every status an operation can answer with (401 where a
-//! key applies, 400 for malformed parameters and bodies, 413, 415, 504 under the request
-//! deadline), and the limits validation enforces written as schema constraints — taken
+//! key applies, 400 for malformed parameters and bodies, 413, 415, 500 for an internal
+//! error, 504 under the request deadline), and the limits validation enforces written as schema constraints — taken
 //! from the same constants and [`Limits`] the handlers check, so the two cannot drift. A
 //! server documents its own limits (`GET /openapi.json`); `srlm openapi` writes the
 //! defaults.
@@ -159,6 +159,7 @@ fn declare_statuses(doc: &mut Value) {
                 add(413, "The body is larger than the server's limit (--max-body-bytes)");
                 add(415, "The body is not JSON (Content-Type: application/json)");
             }
+            add(500, "An internal error (logged by the server; the message says nothing more)");
             add(504, "No response within the server's request deadline (--request-timeout-secs)");
         }
     }
