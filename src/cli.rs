@@ -449,6 +449,10 @@ pub struct BenchArgs {
     /// Sampling temperature (0 = greedy).
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f64,
+    /// Generate every answer to --max-tokens (ignore end-of-sequence), as throughput
+    /// benchmarks do.
+    #[arg(long)]
+    pub ignore_eos: bool,
     /// Stop a level after this many seconds, whatever is left.
     #[arg(long, default_value_t = 600)]
     pub time_limit_s: u64,

@@ -81,6 +81,10 @@ pub struct ChatCompletionRequest {
     /// Stream the answer as server-sent events, ending with `data: [DONE]`.
     #[serde(default)]
     pub stream: bool,
+    /// Keep generating past end-of-sequence until the token limit (vLLM's extension, for
+    /// benchmarks that need every answer the same length).
+    #[serde(default)]
+    pub ignore_eos: bool,
     pub stream_options: Option<StreamOptions>,
 }
 
@@ -122,7 +126,10 @@ impl ChatCompletionRequest {
             stop: self.stop,
             logprobs,
         };
-        let sampling = sampling::validate(input, &state.limits, SamplingDefaults::OPENAI)?;
+        let mut sampling = sampling::validate(input, &state.limits, SamplingDefaults::OPENAI)?;
+        if self.ignore_eos {
+            sampling.config.banned = served.engine.vocab().eos.into_iter().collect();
+        }
         Ok(ValidChatRequest {
             messages,
             sampling,

@@ -63,6 +63,10 @@ pub struct CompletionRequest {
     /// Stream the answer as server-sent events, ending with `data: [DONE]`.
     #[serde(default)]
     pub stream: bool,
+    /// Keep generating past end-of-sequence until the token limit (vLLM's extension, for
+    /// benchmarks that need every answer the same length).
+    #[serde(default)]
+    pub ignore_eos: bool,
     pub stream_options: Option<super::chat::StreamOptions>,
 }
 
@@ -115,12 +119,15 @@ impl CompletionRequest {
             stop: self.stop,
             logprobs,
         };
-        let sampling = sampling::validate(input, &limits, SamplingDefaults::OPENAI)?;
+        let mut sampling = sampling::validate(input, &limits, SamplingDefaults::OPENAI)?;
         if prompts.len() > state.limits.max_n {
             return Err(ApiError::field(
                 "prompt",
                 format!("prompt may hold at most {} items, got {}", state.limits.max_n, prompts.len()),
             ));
+        }
+        if self.ignore_eos {
+            sampling.config.banned = served.engine.vocab().eos.into_iter().collect();
         }
         Ok(ValidCompletionRequest {
             prompts,

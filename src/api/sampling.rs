@@ -116,6 +116,7 @@ pub fn validate(input: SamplingInput, limits: &Limits, defaults: SamplingDefault
             logprobs: input.logprobs,
             allowed: Vec::new(),
             forced: Vec::new(),
+            banned: Vec::new(),
         },
         max_tokens,
         stop,

@@ -79,8 +79,8 @@ async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], c
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (client, next, prompts, bar) = (client.clone(), next.clone(), prompts.to_vec(), bar.clone());
-            let (url, model, max_tokens, temperature) =
-                (format!("{}/v1/chat/completions", args.url), args.model.clone(), args.max_tokens, args.temperature);
+            let (url, model, max_tokens, temperature, ignore_eos) =
+                (format!("{}/v1/chat/completions", args.url), args.model.clone(), args.max_tokens, args.temperature, args.ignore_eos);
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 let mut errors = 0;
@@ -97,6 +97,7 @@ async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], c
                         "seed": i,
                         "stream": true,
                         "stream_options": {"include_usage": true},
+                        "ignore_eos": ignore_eos,
                     });
                     match one_request(&client, &url, &body).await {
                         Ok(sample) => samples.push(sample),

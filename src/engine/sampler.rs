@@ -29,11 +29,14 @@ pub struct SamplingConfig {
     /// Tokens to emit, in order, before sampling anything: scoring a fixed continuation
     /// (each one's log-prob under the model is reported as if it had been sampled).
     pub forced: Vec<u32>,
+    /// Tokens never chosen (`ignore_eos` bans end-of-sequence); their log-probs still count
+    /// in the distribution reported.
+    pub banned: Vec<u32>,
 }
 
 impl SamplingConfig {
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, logprobs: None, allowed: Vec::new(), forced: Vec::new() }
+        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, logprobs: None, allowed: Vec::new(), forced: Vec::new(), banned: Vec::new() }
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -72,8 +75,16 @@ impl Sampler {
         self.step += 1;
         let token = if let Some(t) = forced.filter(|&t| t < logits.len()) {
             t
-        } else if self.cfg.allowed.is_empty() {
+        } else if self.cfg.allowed.is_empty() && self.cfg.banned.is_empty() {
             self.pick(logits)
+        } else if self.cfg.allowed.is_empty() {
+            let mut masked = logits.to_vec();
+            for &t in &self.cfg.banned {
+                if let Some(l) = masked.get_mut(t as usize) {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            self.pick(&masked)
         } else {
             let mut masked = vec![f32::NEG_INFINITY; logits.len()];
             for &t in &self.cfg.allowed {
@@ -190,7 +201,7 @@ mod tests {
     use super::*;
 
     fn cfg(temperature: f32, top_p: f32, top_k: usize, seed: u64) -> SamplingConfig {
-        SamplingConfig { temperature, top_p, top_k, seed, logprobs: Some(3), allowed: Vec::new(), forced: Vec::new() }
+        SamplingConfig { temperature, top_p, top_k, seed, logprobs: Some(3), allowed: Vec::new(), forced: Vec::new(), banned: Vec::new() }
     }
 
     #[test]
@@ -254,6 +265,19 @@ mod tests {
         cfg.temperature = 1.0;
         let mut s = Sampler::new(cfg);
         assert!((0..200).all(|_| [1, 2].contains(&s.sample(&logits).token)));
+    }
+
+    #[test]
+    fn banned_tokens_are_never_chosen_and_the_log_prob_is_the_models() {
+        let logits = [5.0, 1.0, 2.0, 0.0];
+        let mut cfg = cfg(0.0, 1.0, 0, 0);
+        cfg.banned = vec![0];
+        let t = Sampler::new(cfg.clone()).sample(&logits);
+        assert_eq!(t.token, 2, "greedy past the banned best");
+        assert!((t.logprob - (2.0 - log_sum_exp(&logits))).abs() < 1e-6);
+        cfg.temperature = 1.0;
+        let mut s = Sampler::new(cfg);
+        assert!((0..200).all(|_| s.sample(&logits).token != 0));
     }
 
     #[test]

@@ -159,3 +159,23 @@ fn completions_continue_raw_text() {
         assert_eq!(joined, text);
     });
 }
+
+#[test]
+fn ignore_eos_generates_to_the_token_limit() {
+    rt().block_on(async {
+        let s = server();
+        // "Say OK." ends long before 48 tokens on its own.
+        let (status, short) = s.post("/v1/chat/completions", &greedy_chat("Say OK.", 48)).await;
+        assert_eq!(status, 200, "{short}");
+        assert!(short["usage"]["completion_tokens"].as_u64().unwrap() < 48, "{short}");
+        let mut request = greedy_chat("Say OK.", 48);
+        request["ignore_eos"] = json!(true);
+        let (status, body) = s.post("/v1/chat/completions", &request).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["usage"]["completion_tokens"], 48, "{body}");
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+        let (status, body) = s.post("/v1/completions", &json!({"model": "current", "prompt": "OK.", "max_tokens": 20, "temperature": 0, "ignore_eos": true})).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["usage"]["completion_tokens"], 20, "{body}");
+    });
+}

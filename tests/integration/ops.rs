@@ -29,6 +29,8 @@ fn ready_when_model_and_database_are_up_and_the_checkpoint_is_active_in_postgres
         assert_eq!(status, 200, "{body}");
         let body: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(body["database"], "ok");
+        assert_eq!(body["engine"], s.state.current().engine.info().engine, "{body}");
+        assert_eq!(body["device"], "cpu", "{body}");
         let id = body["checkpoint_id"].as_i64().unwrap();
         let stored = s.state.store.checkpoint(id).await.unwrap().expect("row");
         assert_eq!(stored.status, "active");
