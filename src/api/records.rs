@@ -101,6 +101,14 @@ pub(crate) const PAIR_STATUSES: [&str; 4] = ["available", "claimed", "consumed",
 /// What `GET /evaluations?kind=` accepts.
 pub(crate) const EVALUATION_KINDS: [&str; 4] = ["rm", "h2h", "ifeval", "review"];
 
+/// 400 naming `param` unless `value` (when given) is one of `allowed`.
+fn one_of(param: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> {
+    match value {
+        Some(v) if !allowed.contains(&v) => Err(ApiError::field(param, format!("{param} must be one of {}, got `{v}`", allowed.join(", ")))),
+        _ => Ok(()),
+    }
+}
+
 /// A query string that does not parse, as a 400 naming the parameter where serde says
 /// which (`limit: invalid digit found in string`).
 fn query_error(rejection: QueryRejection) -> ApiError {
@@ -173,11 +181,7 @@ pub async fn list_prompts(
     query: Result<Query<PromptQuery>, QueryRejection>,
 ) -> Result<Json<PromptPage>, ApiError> {
     let Query(q) = query.map_err(query_error)?;
-    if let Some(source) = q.source.as_deref() {
-        if !super::generate::SOURCES.contains(&source) {
-            return Err(ApiError::field("source", format!("source must be one of {}, got `{source}`", super::generate::SOURCES.join(", "))));
-        }
-    }
+    one_of("source", q.source.as_deref(), &super::generate::SOURCES)?;
     if let Some(iteration) = q.iteration.filter(|&i| i < 0) {
         return Err(ApiError::field("iteration", format!("iteration must be 0 or more, got {iteration}")));
     }
@@ -314,11 +318,7 @@ pub async fn list_pairs(
     query: Result<Query<PairQuery>, QueryRejection>,
 ) -> Result<Json<PairPage>, ApiError> {
     let Query(q) = query.map_err(query_error)?;
-    if let Some(status) = q.status.as_deref() {
-        if !PAIR_STATUSES.contains(&status) {
-            return Err(ApiError::field("status", format!("status must be one of {}, got `{status}`", PAIR_STATUSES.join(", "))));
-        }
-    }
+    one_of("status", q.status.as_deref(), &PAIR_STATUSES)?;
     let (limit, offset) = page(q.limit, q.offset)?;
     let data = state.store.pairs(q.status.as_deref(), q.checkpoint_id, limit, offset).await.map_err(db)?;
     Ok(Json(PairPage { data, limit, offset }))
@@ -361,11 +361,7 @@ pub async fn list_evaluations(
     query: Result<Query<EvaluationQuery>, QueryRejection>,
 ) -> Result<Json<EvaluationPage>, ApiError> {
     let Query(q) = query.map_err(query_error)?;
-    if let Some(kind) = q.kind.as_deref() {
-        if !EVALUATION_KINDS.contains(&kind) {
-            return Err(ApiError::field("kind", format!("kind must be one of {}, got `{kind}`", EVALUATION_KINDS.join(", "))));
-        }
-    }
+    one_of("kind", q.kind.as_deref(), &EVALUATION_KINDS)?;
     let (limit, offset) = page(q.limit, q.offset)?;
     let data = state.store.evaluations(q.kind.as_deref(), q.checkpoint_id, limit, offset).await.map_err(db)?;
     Ok(Json(EvaluationPage { data, limit, offset }))

@@ -216,29 +216,9 @@ fn a_review_names_its_reviewer_from_the_key_label_and_changes_what_trains() {
         let base = own_stack(|state| state.api_keys = Some(std::sync::Arc::new(keys))).await;
         // A pair recorded by the served checkpoint.
         let checkpoint = s.state.current().checkpoint_id().expect("the test server records");
-        let candidate = |t: &str| srlm::store::records::NewCandidate {
-            text: t.into(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            finish_reason: "stop".into(),
-            temperature: 0.7,
-            top_p: 0.9,
-            max_tokens: 8,
-            seed: 0,
-        };
-        let g = srlm::store::records::NewGeneration {
-            messages: serde_json::json!([{"role": "user", "content": "Which is right?"}]),
-            instructions: None,
-            source: "user".into(),
-            iteration: 0,
-            checkpoint_id: checkpoint,
-            candidates: vec![candidate("judge's pick"), candidate("the better one")],
-            judgments: vec![],
-            pair: Some(srlm::store::records::NewPair { chosen: 0, rejected: 1, chosen_score: 3.0, rejected_score: 2.0 }),
-            decided_by: None,
-        };
-        let ids = s.state.store.record_generation(&g).await.unwrap();
-        let pair = ids.pair_id.unwrap();
+        let pair = crate::common::insert_pair(&s.state.store, checkpoint, "Which is right?", "judge's pick", "the better one").await;
+        let row = s.state.store.pair(pair).await.unwrap().unwrap();
+        let candidate_ids = [row.chosen_id, row.rejected_id];
         let client = reqwest::Client::new();
         let review = |key: &str, body: Value| client.post(format!("{base}/pairs/{pair}/review")).bearer_auth(key).json(&body).send();
 
@@ -250,7 +230,7 @@ fn a_review_names_its_reviewer_from_the_key_label_and_changes_what_trains() {
             .unwrap();
         assert_eq!(swapped["review"]["reviewer"], "ana", "{swapped}");
         assert_eq!(swapped["review"]["applied"], true);
-        assert_eq!(swapped["pair"]["chosen_id"], ids.candidate_ids[1]);
+        assert_eq!(swapped["pair"]["chosen_id"], candidate_ids[1]);
         let agreed: Value = review("sk-unlabelled", serde_json::json!({"verdict": "agree"})).await.unwrap().json().await.unwrap();
         assert_eq!(agreed["review"]["reviewer"], "api-key");
         // Bad input: the one error shape, naming the field.
@@ -264,7 +244,7 @@ fn a_review_names_its_reviewer_from_the_key_label_and_changes_what_trains() {
         let detail: Value = client.get(format!("{base}/pairs/{pair}")).bearer_auth("sk-review-ana").send().await.unwrap().json().await.unwrap();
         let reviewers: Vec<&str> = detail["reviews"].as_array().unwrap().iter().map(|r| r["reviewer"].as_str().unwrap()).collect();
         assert_eq!(reviewers, ["ana", "api-key"]);
-        assert_eq!(detail["reviews"][0]["chosen_id"], ids.candidate_ids[0], "the judge's order is kept with the review");
+        assert_eq!(detail["reviews"][0]["chosen_id"], candidate_ids[0], "the judge's order is kept with the review");
         // Disagreeing takes it out of training for good.
         let out: Value = review("sk-review-ana", serde_json::json!({"verdict": "disagree"})).await.unwrap().json().await.unwrap();
         assert_eq!(out["pair"]["status"], "excluded");
