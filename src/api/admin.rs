@@ -24,7 +24,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(activate_checkpoint)).routes(routes!(rollback)).routes(routes!(self_instruct))
 }
 
-pub(crate) use crate::selfinstruct::ATTEMPTS_PER_PROMPT;
 /// The fewest seed prompts a caller may give (the few-shot block takes six).
 pub(crate) const MIN_SEEDS: usize = 6;
 
@@ -71,10 +70,8 @@ pub async fn self_instruct(
     if !(1..=max).contains(&request.count) {
         return Err(ApiError::field("count", format!("count must be between 1 and {max} (--max-self-instruct), got {}", request.count)));
     }
-    if let Some(iteration) = request.iteration.filter(|&i| i < 0) {
-        return Err(ApiError::field("iteration", format!("iteration must be 0 or more, got {iteration}")));
-    }
-    let most_attempts = ATTEMPTS_PER_PROMPT * max;
+    ApiError::check_iteration(request.iteration)?;
+    let most_attempts = crate::selfinstruct::ATTEMPTS_PER_PROMPT * max;
     if let Some(attempts) = request.max_attempts.filter(|a| !(1..=most_attempts).contains(a)) {
         return Err(ApiError::field("max_attempts", format!("max_attempts must be between 1 and {most_attempts}, got {attempts}")));
     }

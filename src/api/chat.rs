@@ -107,15 +107,7 @@ impl ChatCompletionRequest {
         }
         let messages = validate_messages(self.messages)?;
         let logprobs = top_logprobs(self.logprobs, self.top_logprobs, state.limits.max_top_logprobs)?;
-        if let (Some(_), Some(alias)) = (self.max_completion_tokens, self.max_tokens) {
-            // Both given: the alias is ignored, but it must still be a valid budget.
-            sampling::max_tokens_in_range("max_tokens", alias, &state.limits)?;
-        }
-        let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
-            (Some(v), _) => Some(("max_completion_tokens", v)),
-            (None, Some(v)) => Some(("max_tokens", v)),
-            (None, None) => None,
-        };
+        let max_tokens = sampling::token_budget(self.max_completion_tokens, self.max_tokens, &state.limits)?;
         let input = SamplingInput {
             temperature: self.temperature,
             top_p: self.top_p,
@@ -128,7 +120,7 @@ impl ChatCompletionRequest {
         };
         let mut sampling = sampling::validate(input, &state.limits, SamplingDefaults::OPENAI)?;
         if self.ignore_eos {
-            sampling.config.banned = served.engine.vocab().eos.into_iter().collect();
+            sampling.ignore_eos(served.engine.vocab());
         }
         Ok(ValidChatRequest {
             messages,

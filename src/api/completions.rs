@@ -127,7 +127,7 @@ impl CompletionRequest {
             ));
         }
         if self.ignore_eos {
-            sampling.config.banned = served.engine.vocab().eos.into_iter().collect();
+            sampling.ignore_eos(served.engine.vocab());
         }
         Ok(ValidCompletionRequest {
             prompts,

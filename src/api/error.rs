@@ -55,6 +55,14 @@ impl ApiError {
         Self::InvalidField { param: param.into(), message: message.into() }
     }
 
+    /// 400 for a loop iteration below 0.
+    pub fn check_iteration(iteration: Option<i32>) -> Result<(), Self> {
+        match iteration {
+            Some(i) if i < 0 => Err(Self::field("iteration", format!("iteration must be 0 or more, got {i}"))),
+            _ => Ok(()),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidField { .. } | Self::InvalidJson(_) | Self::Engine(_) => StatusCode::BAD_REQUEST,

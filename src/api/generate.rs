@@ -114,15 +114,7 @@ impl GenerateRequest {
         };
         let mut limits = (*state.limits).clone();
         limits.default_max_tokens = DEFAULT_MAX_TOKENS;
-        if let (Some(_), Some(alias)) = (self.max_completion_tokens, self.max_tokens) {
-            // Both given: the alias is ignored, but it must still be a valid budget.
-            sampling::max_tokens_in_range("max_tokens", alias, &state.limits)?;
-        }
-        let max_tokens = match (self.max_completion_tokens, self.max_tokens) {
-            (Some(v), _) => Some(("max_completion_tokens", v)),
-            (None, Some(v)) => Some(("max_tokens", v)),
-            (None, None) => None,
-        };
+        let max_tokens = sampling::token_budget(self.max_completion_tokens, self.max_tokens, &state.limits)?;
         let input = SamplingInput {
             temperature: self.temperature,
             top_p: self.top_p,
@@ -153,10 +145,8 @@ impl GenerateRequest {
         if !SOURCES.contains(&source.as_str()) {
             return Err(ApiError::field("source", format!("source must be one of {}, got `{source}`", SOURCES.join(", "))));
         }
+        ApiError::check_iteration(self.iteration)?;
         let iteration = self.iteration.unwrap_or(0);
-        if iteration < 0 {
-            return Err(ApiError::field("iteration", format!("iteration must be 0 or more, got {iteration}")));
-        }
         if let Some(list) = &self.instructions {
             if list.len() > MAX_INSTRUCTIONS {
                 return Err(ApiError::field(

@@ -383,7 +383,11 @@ pub fn openapi() -> serde_json::Value {
 
 /// The OpenAPI document of a server with `limits`, as `GET /openapi.json` serves it.
 pub fn openapi_for(limits: &Limits) -> serde_json::Value {
-    let mut spec = routes().into_openapi();
+    finish_document(routes().into_openapi(), limits)
+}
+
+/// utoipa's document with the key requirements, statuses and constraints added.
+fn finish_document(mut spec: utoipa::openapi::OpenApi, limits: &Limits) -> serde_json::Value {
     declare_api_keys(&mut spec);
     spec::document(&spec, limits)
 }
@@ -393,12 +397,14 @@ pub fn openapi_for(limits: &Limits) -> serde_json::Value {
 pub fn app(state: AppState) -> Router {
     let body_limit = state.limits.max_body_bytes;
     crate::metrics::handle();
-    let (router, _) = routes().split_for_parts();
-    let spec = Arc::new(openapi_for(&state.limits));
+    let (router, spec) = routes().split_for_parts();
+    // Serialized once: the document only changes with the limits, fixed for the process.
+    let spec = axum::body::Bytes::from(serde_json::to_vec(&finish_document(spec, &state.limits)).expect("the OpenAPI document serializes"));
+    let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
     router
         .route("/v1/generate", axum::routing::post(generate::generate))
         .route("/v1/judge", axum::routing::post(judge::judge))
-        .route("/openapi.json", axum::routing::get(move || std::future::ready(axum::Json(spec.as_ref().clone()))))
+        .route("/openapi.json", axum::routing::get(move || std::future::ready((json, spec.clone()))))
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .fallback(|uri: axum::http::Uri| async move { ApiError::NotFound(format!("no route for {}", uri.path())) })
         .method_not_allowed_fallback(|method: axum::http::Method, uri: axum::http::Uri| async move {

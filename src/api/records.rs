@@ -182,9 +182,7 @@ pub async fn list_prompts(
 ) -> Result<Json<PromptPage>, ApiError> {
     let Query(q) = query.map_err(query_error)?;
     one_of("source", q.source.as_deref(), &super::generate::SOURCES)?;
-    if let Some(iteration) = q.iteration.filter(|&i| i < 0) {
-        return Err(ApiError::field("iteration", format!("iteration must be 0 or more, got {iteration}")));
-    }
+    ApiError::check_iteration(q.iteration)?;
     let (limit, offset) = page(q.limit, q.offset)?;
     let filter = PromptFilter { iteration: q.iteration, source: q.source, checkpoint_id: q.checkpoint_id, has_pair: q.has_pair, judged: q.judged };
     let data = state.store.prompts(&filter, limit, offset).await.map_err(db)?;

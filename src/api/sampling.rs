@@ -51,6 +51,11 @@ pub struct ValidSampling {
 }
 
 impl ValidSampling {
+    /// `ignore_eos`: end-of-sequence is never chosen, so answers run to the token limit.
+    pub fn ignore_eos(&mut self, vocab: &crate::engine::vocab::Vocab) {
+        self.config.banned = vocab.eos.into_iter().collect();
+    }
+
     /// The generation for choice `index`: each choice gets its own seed so that `n`
     /// sampled choices differ, and a request with a `seed` is reproducible.
     pub fn generation(&self, prompt: Prompt, index: usize) -> Generation {
@@ -71,6 +76,22 @@ pub fn max_tokens_in_range(field: &str, value: i64, limits: &Limits) -> Result<u
         return Err(ApiError::field(field, format!("{field} must be between 1 and {}, got {value}", limits.max_tokens)));
     }
     Ok(value as usize)
+}
+
+/// Which token budget a chat-style request gives: `max_completion_tokens`, else its
+/// deprecated alias `max_tokens`. When both are given the alias is ignored, but it must
+/// still be a valid budget.
+pub fn token_budget(max_completion_tokens: Option<i64>, max_tokens: Option<i64>, limits: &Limits) -> Result<Option<(&'static str, i64)>, ApiError> {
+    match (max_completion_tokens, max_tokens) {
+        (Some(v), alias) => {
+            if let Some(alias) = alias {
+                max_tokens_in_range("max_tokens", alias, limits)?;
+            }
+            Ok(Some(("max_completion_tokens", v)))
+        }
+        (None, Some(v)) => Ok(Some(("max_tokens", v))),
+        (None, None) => Ok(None),
+    }
 }
 
 pub fn validate(input: SamplingInput, limits: &Limits, defaults: SamplingDefaults) -> Result<ValidSampling, ApiError> {

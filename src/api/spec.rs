@@ -92,7 +92,7 @@ pub fn constraints(limits: &Limits) -> Vec<Constraint> {
     out.push(c("SelfInstructRequest", "count", "minimum", json!(1)));
     out.push(c("SelfInstructRequest", "count", "maximum", json!(limits.max_self_instruct)));
     out.push(c("SelfInstructRequest", "max_attempts", "minimum", json!(1)));
-    out.push(c("SelfInstructRequest", "max_attempts", "maximum", json!(admin::ATTEMPTS_PER_PROMPT * limits.max_self_instruct)));
+    out.push(c("SelfInstructRequest", "max_attempts", "maximum", json!(crate::selfinstruct::ATTEMPTS_PER_PROMPT * limits.max_self_instruct)));
     out.push(c("SelfInstructRequest", "iteration", "minimum", json!(0)));
     out.push(c("SelfInstructRequest", "seeds", "minItems", json!(admin::MIN_SEEDS)));
     out.push(c("ReviewRequest", "note", "maxLength", json!(records::MAX_NOTE_CHARS)));

@@ -105,27 +105,13 @@ impl Store {
         )
         .fetch_one(&mut *tx)
         .await?;
-        let pair = sqlx::query_as!(
-            PairRow,
-            r#"SELECT id, prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id, status, decided_by, created_at
-               FROM pairs WHERE id = $1"#,
-            pair_id
-        )
-        .fetch_one(&mut *tx)
-        .await?;
+        let pair = pair_row(&mut *tx, pair_id).await?.ok_or(sqlx::Error::RowNotFound)?;
         tx.commit().await?;
         Ok(Some((review, pair)))
     }
 
     pub async fn pair(&self, id: i64) -> Result<Option<PairRow>, sqlx::Error> {
-        sqlx::query_as!(
-            PairRow,
-            r#"SELECT id, prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id, status, decided_by, created_at
-               FROM pairs WHERE id = $1"#,
-            id
-        )
-        .fetch_optional(&self.pool)
-        .await
+        pair_row(&self.pool, id).await
     }
 
     /// A pair's reviews, oldest first.
@@ -155,6 +141,18 @@ impl Store {
         .fetch_all(&self.pool)
         .await
     }
+}
+
+/// One pair's row, through the pool or inside a transaction.
+async fn pair_row<'e>(executor: impl sqlx::PgExecutor<'e>, id: i64) -> Result<Option<PairRow>, sqlx::Error> {
+    sqlx::query_as!(
+        PairRow,
+        r#"SELECT id, prompt_id, chosen_id, rejected_id, chosen_score, rejected_score, checkpoint_id, status, decided_by, created_at
+               FROM pairs WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(executor)
+    .await
 }
 
 #[cfg(test)]
