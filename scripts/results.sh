@@ -84,7 +84,7 @@ trap '[ -n "$SERVER" ] && kill $SERVER 2>/dev/null || true' EXIT
 # M0: registered by serving it.
 serve "$(active_path | grep . || echo "$M0")"
 M0_ID=$(id_of "$M0")
-stage m0.ifeval "$SRLM" eval ifeval --model "$M0_ID" --out "$OUT/m0.ifeval.answers.json"
+stage m0.ifeval "$SRLM" eval ifeval --concurrency 32 --model "$M0_ID" --out "$OUT/m0.ifeval.answers.json"
 
 # M1 = SFT(M0) on the seed IFT and EFT data, then served.
 M1="$CKPT/m1.gguf"
@@ -92,7 +92,7 @@ stage m1.sft "$SRLM" train sft --model "$M0" --data data/ift.jsonl --data data/e
 M1_ID=$(id_of "$M1")
 # (the server swaps it in; a rerun serves whatever is active)
 [ "$(active_path)" = "$M0" ] && curl -sf -X POST -H "Authorization: Bearer $TOKEN" "$URL/admin/checkpoints/$M1_ID/activate" >/dev/null
-stage m1.ifeval "$SRLM" eval ifeval --model "$M1_ID" --out "$OUT/m1.ifeval.answers.json"
+stage m1.ifeval "$SRLM" eval ifeval --concurrency 32 --model "$M1_ID" --out "$OUT/m1.ifeval.answers.json"
 
 # M(t+1) = one loop iteration from M(t), measured and compared with its parent.
 parent=$M1
@@ -101,14 +101,14 @@ for t in $(seq 2 $((ITERATIONS + 1))); do
     [ "$(active_path)" = "$parent" ] || [ -s "$OUT/iter$t.json" ] || { echo "M$((t - 1)) is not the active checkpoint" >&2; exit 1; }
     # (exits non-zero when the gate refuses M(t+1); its report is kept all the same)
     stage "iter$t" "$SRLM" loop --url "$URL" --admin-token "$TOKEN" --iterations 1 --prompts "$PROMPTS" --n "$N" \
-        --samples "$SAMPLES" --method "$METHOD" --max-tokens "$MAX_TOKENS" --concurrency 4 \
+        --samples "$SAMPLES" --method "$METHOD" --max-tokens "$MAX_TOKENS" --concurrency 8 \
         --reward "$ARM" --verifiable-share "$SHARE" --seed "$t" \
         --train-arg=--out="$child" --train-arg=--name="m$t-$SLUG" --train-arg=--lr="$LR" \
         --train-arg=--final-lr="$FINAL_LR" --train-arg=--beta="$BETA" --train-arg=--epochs="$EPOCHS" \
         --train-arg=--batch-size="$BATCH" || true
     child_id=$(id_of "$child")
-    stage "m$t.ifeval" "$SRLM" eval ifeval --model "$child_id" --out "$OUT/m$t.ifeval.answers.json"
-    stage "m$t.h2h" "$SRLM" eval h2h --a "$child_id" --b "$(id_of "$parent")" --judge "$M1_ID" --limit "$H2H_LIMIT" \
+    stage "m$t.ifeval" "$SRLM" eval ifeval --concurrency 32 --model "$child_id" --out "$OUT/m$t.ifeval.answers.json"
+    stage "m$t.h2h" "$SRLM" eval h2h --a "$child_id" --b "$(id_of "$parent")" --judge "$M1_ID" --limit "$H2H_LIMIT" --concurrency 8 \
         --out "$OUT/m$t.h2h.answers.json"
     [ "$(active_path)" = "$child" ] || { log "M$t was not activated (gate refused it): stopping"; break; }
     parent=$child
