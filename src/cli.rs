@@ -1,11 +1,19 @@
 //! Command-line interface: one clap struct per subcommand, parsed once in `main`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::checkpoint::gguf::WeightsChoice;
+use crate::engine::load::{EngineChoice, EngineOptions};
 use crate::telemetry::LogFormat;
+use crate::train::dpo::DpoConfig;
+use crate::train::model::{LoraConfig, Trainable};
+use crate::train::optim::Decay;
+use crate::train::settings::{DpoJob, Output, SftJob, TrainSettings, Watch};
+use crate::train::trainer::OptimConfig;
 
 /// The model `srlm serve` hosts when none is named (fetched by scripts/fetch-model.sh).
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -18,6 +26,22 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The command line, and which flags it gave (`srlm loop`'s preset fills the rest).
+    pub fn parse_with_matches() -> (Self, ArgMatches) {
+        Self::try_parse_with_matches(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    pub fn try_parse_with_matches<I, T>(argv: I) -> Result<(Self, ArgMatches), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command().try_get_matches_from(argv)?;
+        Ok((Self::from_arg_matches(&matches)?, matches))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -35,7 +59,7 @@ pub enum Command {
     SelfInstruct(crate::selfinstruct::SelfInstructArgs),
     /// Run whole self-rewarding iterations against a running server: new prompts →
     /// judged candidates → pairs → DPO → swap → report. Resumable.
-    Loop(crate::selfloop::LoopArgs),
+    Loop(LoopArgs),
     /// Measure a checkpoint (through a running server).
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -116,8 +140,7 @@ pub struct DpoArgs {
     /// --follow swap it in); then wait for the next batch. Stop with Ctrl-C.
     #[arg(long, conflicts_with_all = ["checkpoint", "dry_run"])]
     pub watch: bool,
-    /// Register the checkpoint without announcing it to servers started with --follow
-    /// (`srlm loop` does this when its swap gate decides what is served).
+    /// Register the checkpoint without announcing it to servers started with --follow.
     #[arg(long)]
     pub no_announce: bool,
     /// With --watch: available pairs needed to start a run.
@@ -133,6 +156,15 @@ pub struct DpoArgs {
     /// pairs of a trainer that died become claimable when it runs out.
     #[arg(long, default_value_t = 600)]
     pub lease_secs: u64,
+    #[command(flatten)]
+    pub dpo: DpoOptions,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// How DPO trains (`srlm train dpo` and `srlm loop`).
+#[derive(Debug, Clone, Args)]
+pub struct DpoOptions {
     /// DPO loss.
     #[arg(long, value_enum, default_value = "sigmoid")]
     pub loss: crate::train::dpo::DpoLoss,
@@ -150,6 +182,183 @@ pub struct DpoArgs {
     pub final_lr: f64,
     #[command(flatten)]
     pub common: TrainArgs,
+}
+
+/// `srlm loop`'s scale: the settings a flag left at its default take from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// Small models on a few CPU cores (README, "Results"): one `expected` judge sample per
+    /// answer, answers of at most 192 tokens, DPO at lr 5e-6 → 5e-7 for 2 epochs in
+    /// batches of 8. These replace the defaults `--help` shows (the paper's).
+    Small,
+    /// The paper's: 3 sampled verdicts, 256 tokens, lr 1e-6 → 1e-7, 1 epoch, batches of 16.
+    Paper,
+}
+
+/// Whether the swap gate runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum GateMode {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoopArgs {
+    /// Base URL of the running srlm server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// The server's admin token (to swap in each new checkpoint).
+    #[arg(long, env = "SRLM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+    /// Iterations to run (M(t) → M(t+1) each).
+    #[arg(long, default_value_t = 1)]
+    pub iterations: usize,
+    /// New prompts per iteration.
+    #[arg(long, default_value_t = 16)]
+    pub prompts: usize,
+    /// Seed prompts for self-instruction.
+    #[arg(long, default_value = crate::selfinstruct::DEFAULT_SEED_PROMPTS)]
+    pub seeds: PathBuf,
+    /// Candidates per prompt (paper: 4).
+    #[arg(long, default_value_t = 4)]
+    pub n: usize,
+    /// Judge samples per candidate (paper: 3).
+    #[arg(long, default_value_t = 3)]
+    pub samples: usize,
+    /// Judging method.
+    #[arg(long, value_enum, default_value = "sample")]
+    pub method: crate::judge::JudgeMethod,
+    /// Most new tokens per candidate.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// Prompts answered and judged at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    /// Fewest pairs worth training on.
+    #[arg(long, default_value_t = 1)]
+    pub min_pairs: i64,
+    /// After each swap, measure the new checkpoint's judge on this ranked set (`srlm
+    /// eval rm` with --method and --samples) and store it with the iteration.
+    #[arg(long)]
+    pub eval_ranked: Option<PathBuf>,
+    /// With --eval-ranked: use only its first N prompts.
+    #[arg(long)]
+    pub eval_limit: Option<usize>,
+    /// What decides each pair: judge (the paper), verify or judge+verify (see
+    /// `POST /generate`'s `reward`).
+    #[arg(long, value_enum, default_value = "judge")]
+    pub reward: crate::judge::Reward,
+    /// Share (0–1) of each iteration's prompts taken from the generator of requests
+    /// with checkable instructions; the rest are written by the model.
+    #[arg(long, default_value_t = 0.0)]
+    pub verifiable_share: f64,
+    /// The swap gate: measure M(t+1) against M(t) before activating it, and keep M(t)
+    /// serving when M(t+1) is worse by more than --gate-margin. Run the server without
+    /// --follow, so that only the loop activates checkpoints.
+    #[arg(long, value_enum, default_value = "on")]
+    pub gate: GateMode,
+    /// The yardstick the gate takes its quick subset from.
+    #[arg(long, default_value = "data/ifeval.jsonl")]
+    pub gate_ifeval: PathBuf,
+    /// Prompts of the quick subset.
+    #[arg(long, default_value_t = 48)]
+    pub gate_prompts: usize,
+    /// Verifiable judge pairs for the gate and the policy's movement (skipped when the
+    /// file does not exist).
+    #[arg(long, default_value = "data/verifiable_pairs.jsonl")]
+    pub gate_pairs: PathBuf,
+    /// Pairs of that file the gate judges.
+    #[arg(long, default_value_t = 48)]
+    pub gate_pair_limit: usize,
+    /// Largest tolerated drop on either measure (0.05 = 5 accuracy points).
+    #[arg(long, default_value_t = 0.05)]
+    pub gate_margin: f64,
+    /// Most new tokens per gate answer.
+    #[arg(long, default_value_t = 192)]
+    pub gate_max_tokens: usize,
+    /// Where each iteration's checkpoint is written, as m<t>.gguf (default: beside its
+    /// base, named after the training run).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Settings for the scale the loop runs at; flags given explicitly win.
+    #[arg(long, value_enum, default_value = "small")]
+    pub preset: Preset,
+    /// How each iteration trains (`srlm train dpo`'s options; --seed also seeds the
+    /// prompts the loop generates).
+    #[command(flatten)]
+    pub dpo: DpoOptions,
+}
+
+impl LoopArgs {
+    /// The flags with the preset applied to those `given` (the command line's matches)
+    /// left at their defaults.
+    pub fn with_preset(&self, given: &ArgMatches) -> Self {
+        let mut args = self.clone();
+        if self.preset == Preset::Paper {
+            return args;
+        }
+        let given = given.subcommand_matches("loop").unwrap_or(given);
+        let unset = |id: &str| matches!(given.value_source(id), None | Some(ValueSource::DefaultValue));
+        if unset("samples") {
+            args.samples = 1;
+        }
+        if unset("method") {
+            args.method = crate::judge::JudgeMethod::Expected;
+        }
+        if unset("max_tokens") {
+            args.max_tokens = 192;
+        }
+        if unset("lr") {
+            args.dpo.lr = 5e-6;
+        }
+        if unset("final_lr") {
+            args.dpo.final_lr = 5e-7;
+        }
+        if unset("epochs") {
+            args.dpo.common.epochs = 2;
+        }
+        if unset("batch_size") {
+            args.dpo.common.batch_size = 8;
+        }
+        args
+    }
+
+    pub fn config(&self) -> crate::selfloop::LoopConfig {
+        let pairs = self.gate_pairs.exists().then(|| self.gate_pairs.clone());
+        crate::selfloop::LoopConfig {
+            url: self.url.clone(),
+            database_url: self.database_url.clone(),
+            admin_token: self.admin_token.clone(),
+            iterations: self.iterations,
+            prompts: self.prompts,
+            seeds: self.seeds.clone(),
+            n: self.n,
+            samples: self.samples,
+            method: self.method,
+            max_tokens: self.max_tokens,
+            concurrency: self.concurrency,
+            min_pairs: self.min_pairs,
+            seed: self.dpo.common.seed,
+            eval_ranked: self.eval_ranked.clone(),
+            eval_limit: self.eval_limit,
+            reward: self.reward,
+            verifiable_share: self.verifiable_share,
+            gate: (self.gate == GateMode::On).then(|| crate::eval::gate::GateSettings {
+                ifeval: self.gate_ifeval.clone(),
+                prompts: self.gate_prompts,
+                pairs: pairs.clone(),
+                pair_limit: self.gate_pair_limit,
+                margin: self.gate_margin,
+                max_tokens: self.gate_max_tokens,
+                concurrency: self.concurrency.max(4),
+            }),
+            movement_pairs: pairs.map(|p| (p, self.gate_pair_limit)),
+            dpo: self.dpo.job(&self.database_url, None, Output::default()),
+            out_dir: self.out_dir.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -171,14 +380,27 @@ pub struct SftArgs {
     pub final_lr: f64,
     #[command(flatten)]
     pub common: TrainArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Where a run's checkpoint goes.
+#[derive(Debug, Clone, Args)]
+pub struct OutputArgs {
+    /// Where to write the new checkpoint (default: beside the base, named after the run).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Name of the new checkpoint (default: from the output file).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Print what would be trained (examples, tokens, memory estimate) and stop.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Options SFT and DPO share.
 #[derive(Debug, Clone, Args)]
 pub struct TrainArgs {
-    /// Where to write the new checkpoint (default: beside the base, named after the run).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
     /// Weight type of the written GGUF checkpoint (k-quants are not offered: they need
     /// rows divisible by 256).
     #[arg(long, value_enum, default_value = "f32")]
@@ -225,12 +447,6 @@ pub struct TrainArgs {
     /// LoRA α (default: 2 × rank).
     #[arg(long)]
     pub lora_alpha: Option<f64>,
-    /// Name of the new checkpoint (default: from the output file).
-    #[arg(long)]
-    pub name: Option<String>,
-    /// Print what would be trained (examples, tokens, memory estimate) and stop.
-    #[arg(long)]
-    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -256,10 +472,10 @@ pub struct ServeArgs {
     pub database_url: String,
     /// Sequences the engine decodes together where batching is correct (CUDA). On CPU
     /// mistralrs 0.8.1 mixes up batched sequences, so there it runs one at a time.
-    #[arg(long, env = "SRLM_MAX_SEQS", default_value_t = 32)]
+    #[arg(long, env = "SRLM_MAX_SEQS", default_value_t = crate::engine::load::DEFAULT_MAX_SEQS)]
     pub max_seqs: usize,
     /// Prompt tokens the native engine prefills per step (shared by new sequences).
-    #[arg(long, env = "SRLM_PREFILL_CHUNK", default_value_t = 256)]
+    #[arg(long, env = "SRLM_PREFILL_CHUNK", default_value_t = crate::engine::load::DEFAULT_PREFILL_CHUNK)]
     pub prefill_chunk: usize,
     /// Sequences kept in mistralrs' prefix cache (0 = off).
     #[arg(long, env = "SRLM_PREFIX_CACHE", default_value_t = 0)]
@@ -339,13 +555,6 @@ pub struct ServeArgs {
     /// `max_tokens` of chat requests that name none.
     #[arg(long, env = "SRLM_DEFAULT_MAX_TOKENS", default_value_t = 512)]
     pub default_max_tokens: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EngineChoice {
-    Auto,
-    Mistralrs,
-    Native,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -468,13 +677,126 @@ pub struct BenchArgs {
 }
 
 impl ServeArgs {
-    /// `srlm serve`'s options for `model` with every other flag at its default (and
-    /// the `SRLM_*` environment applied), for commands that load a model in process.
-    pub fn defaults_for(model: &str) -> anyhow::Result<Self> {
-        let cli = Cli::try_parse_from(["srlm", "serve", "--database-url", "postgres://unused", "--model", model])?;
-        match cli.command {
-            Command::Serve(args) => Ok(args),
-            _ => unreachable!("parsed as serve"),
+    /// The engine these flags ask for.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            model: self.model.clone(),
+            name: self.model_name.clone(),
+            choice: self.engine,
+            max_seqs: self.max_seqs,
+            prefill_chunk: self.prefill_chunk,
+            prefix_cache: self.prefix_cache,
+            kv_cache_tokens: self.kv_cache_tokens,
+            force_cpu: self.cpu,
+            weights: self.weights,
         }
+    }
+}
+
+impl TrainArgs {
+    /// The settings of a run with this peak and final learning rate (`decay` unless
+    /// --decay names another).
+    pub fn settings(&self, lr: f64, final_lr: f64, decay: Decay) -> TrainSettings {
+        TrainSettings {
+            optim: OptimConfig {
+                epochs: self.epochs.max(1),
+                lr,
+                final_lr,
+                decay: self.decay.unwrap_or(decay),
+                warmup_ratio: self.warmup_ratio,
+                batch_size: self.batch_size.max(1),
+                micro_batch: self.micro_batch.max(1),
+                max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
+                weight_decay: self.weight_decay,
+                seed: self.seed,
+            },
+            trainable: Trainable {
+                freeze_embeddings: self.freeze_embeddings,
+                freeze_layers: self.freeze_layers,
+                lora: (self.lora_rank > 0)
+                    .then(|| LoraConfig { rank: self.lora_rank, alpha: self.lora_alpha.unwrap_or(2.0 * self.lora_rank as f64) }),
+            },
+            max_len: self.max_len,
+            truncation: self.truncation,
+            dtype: self.dtype,
+        }
+    }
+}
+
+impl OutputArgs {
+    pub fn output(&self) -> Output {
+        Output { out: self.out.clone(), name: self.name.clone(), dry_run: self.dry_run }
+    }
+}
+
+impl DpoOptions {
+    /// A DPO run of checkpoint `checkpoint`'s pairs (default: the active checkpoint's).
+    pub fn job(&self, database_url: &str, checkpoint: Option<i64>, output: Output) -> DpoJob {
+        DpoJob {
+            database_url: database_url.to_string(),
+            checkpoint,
+            max_pairs: None,
+            lease: Duration::from_secs(600),
+            announce: true,
+            dpo: DpoConfig { loss: self.loss, beta: self.beta, label_smoothing: self.label_smoothing },
+            train: self.common.settings(self.lr, self.final_lr, Decay::Linear),
+            output,
+        }
+    }
+}
+
+impl DpoArgs {
+    pub fn job(&self) -> (DpoJob, Option<Watch>) {
+        let job = DpoJob {
+            max_pairs: self.max_pairs,
+            lease: Duration::from_secs(self.lease_secs),
+            announce: !self.no_announce,
+            ..self.dpo.job(&self.database_url, self.checkpoint, self.output.output())
+        };
+        let watch = self.watch.then(|| Watch { min_pairs: self.min_pairs, poll: Duration::from_secs(self.poll_secs) });
+        (job, watch)
+    }
+}
+
+impl SftArgs {
+    pub fn job(&self) -> SftJob {
+        SftJob {
+            model: self.model.clone(),
+            data: self.data.clone(),
+            database_url: self.database_url.clone(),
+            train: self.common.settings(self.lr, self.final_lr, Decay::Cosine),
+            output: self.output.output(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loop_args(extra: &[&str]) -> LoopArgs {
+        let argv = [&["srlm", "loop", "--database-url", "postgres://x", "--admin-token", "t"], extra].concat();
+        let (cli, given) = Cli::try_parse_with_matches(argv).unwrap();
+        let Command::Loop(args) = cli.command else { unreachable!("parsed as loop") };
+        args.with_preset(&given)
+    }
+
+    #[test]
+    fn the_small_preset_fills_what_was_not_given_and_the_paper_keeps_the_defaults() {
+        let small = loop_args(&[]);
+        assert_eq!((small.samples, small.method, small.max_tokens), (1, crate::judge::JudgeMethod::Expected, 192));
+        assert_eq!((small.dpo.lr, small.dpo.final_lr, small.dpo.common.epochs, small.dpo.common.batch_size), (5e-6, 5e-7, 2, 8));
+        let given = loop_args(&["--samples", "3", "--lr", "2e-6", "--batch-size", "4"]);
+        assert_eq!((given.samples, given.dpo.lr, given.dpo.common.batch_size, given.dpo.common.epochs), (3, 2e-6, 4, 2));
+        let paper = loop_args(&["--preset", "paper"]);
+        assert_eq!((paper.samples, paper.method, paper.max_tokens), (3, crate::judge::JudgeMethod::Sample, 256));
+        assert_eq!((paper.dpo.lr, paper.dpo.final_lr, paper.dpo.common.epochs, paper.dpo.common.batch_size), (1e-6, 1e-7, 1, 16));
+    }
+
+    #[test]
+    fn the_loop_trains_its_checkpoints_where_it_is_told_and_seeds_with_the_training_seed() {
+        let config = loop_args(&["--out-dir", "/tmp/m", "--seed", "7", "--gate", "off"]).config();
+        assert_eq!((config.out_dir.as_deref(), config.seed, config.dpo.train.optim.seed), (Some(std::path::Path::new("/tmp/m")), 7, 7));
+        assert!(config.gate.is_none());
     }
 }

@@ -1,12 +1,16 @@
 //! srlm: the Self-Rewarding Language Model loop as infrastructure.
 //!
-//! `api` (HTTP) uses `engine` (the model) and `store` (Postgres); `serve` wires them
-//! into the running server; `bench` is the load generator.
+//! The parts are layered, each using only its own layer and those below (see
+//! ARCHITECTURE.md; `tests/layering.rs` checks it): foundations (`metrics`, `progress`,
+//! `telemetry`, `verify`, `client`) → `store` → the model (`engine`, `train`,
+//! `checkpoint`) → `judge` → the pipeline (`eval`, `data`, `selfinstruct`, `selfloop`)
+//! → `api` → the commands (`cli`, `serve`, `bench`).
 
 pub mod api;
 pub mod bench;
 pub mod checkpoint;
 pub mod cli;
+pub mod client;
 pub mod data;
 pub mod engine;
 pub mod eval;

@@ -1,9 +1,8 @@
-use clap::Parser;
 use srlm::cli::{BenchCommand, CheckpointsCommand, Cli, Command, DataCommand, EvalCommand, TrainCommand};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let (cli, given) = Cli::parse_with_matches();
     match cli.command {
         Command::Serve(args) => {
             srlm::telemetry::init(cli.log_format);
@@ -31,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Loop(args) => {
             srlm::telemetry::init(cli.log_format);
-            srlm::selfloop::run(args).await
+            srlm::selfloop::run(args.with_preset(&given).config()).await
         }
         Command::Eval(eval) => {
             srlm::telemetry::init(cli.log_format);
@@ -61,8 +60,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Train(train) => {
             srlm::telemetry::init(cli.log_format);
             match train {
-                TrainCommand::Dpo(args) => srlm::train::run::dpo(args).await,
-                TrainCommand::Sft(args) => srlm::train::run::sft(args).await,
+                TrainCommand::Dpo(args) => {
+                    let (job, watch) = args.job();
+                    srlm::train::run::dpo(job, watch).await
+                }
+                TrainCommand::Sft(args) => srlm::train::run::sft(args.job()).await,
             }
         }
     }

@@ -1,6 +1,8 @@
-//! `GET /metrics`: Prometheus text exposition from the `metrics` crate's global
-//! recorder. Latencies are real Prometheus histograms (fixed buckets), so they can be
-//! aggregated across servers.
+//! The metrics' names, their descriptions and the process-wide Prometheus recorder
+//! (served by `api::metrics` at `GET /metrics`). Latencies are real Prometheus
+//! histograms (fixed buckets), so they can be aggregated across servers. This module
+//! imports nothing of the crate: each part records its own events here (the engine its
+//! tokens, the judge its samples, the pair policy its pairs, the server its requests).
 //!
 //! What is measured: requests by route and status with their latency, time to first
 //! token, prompt and generated tokens, requests in flight and rejections, judge samples
@@ -8,17 +10,9 @@
 //! their duration.
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
-
-use crate::api::AppState;
 
 pub const REQUESTS: &str = "srlm_http_requests_total";
 pub const REQUEST_SECONDS: &str = "srlm_http_request_duration_seconds";
@@ -71,62 +65,6 @@ fn describe() {
     describe_histogram!(SWAP_SECONDS, Unit::Seconds, "Time to load a checkpoint and swap it in");
 }
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(metrics))
-}
-
-/// Prometheus metrics
-#[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "ops",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String))
-)]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let handle = handle();
-    gauge!(IN_FLIGHT).set(state.in_flight() as f64);
-    gauge!(ACTIVE_CHECKPOINT).set(state.checkpoint_id().unwrap_or(0) as f64);
-    handle.run_upkeep();
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], handle.render())
-}
-
-/// Counts every request by matched route and status and times it.
-pub async fn track(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    counter!(REQUESTS, "route" => route.clone(), "status" => response.status().as_u16().to_string()).increment(1);
-    histogram!(REQUEST_SECONDS, "route" => route).record(started.elapsed().as_secs_f64());
-    response
-}
-
-/// Watches one generation's events: time to its first token, and its tokens when it
-/// finishes. Start it before asking the engine, so queueing counts.
-pub struct GenerationWatch {
-    started: Instant,
-    first: bool,
-}
-
-impl GenerationWatch {
-    pub fn start() -> Self {
-        Self { started: Instant::now(), first: true }
-    }
-
-    pub fn event(&mut self, event: &crate::engine::Event) {
-        match event {
-            crate::engine::Event::Delta { .. } if self.first => {
-                self.first = false;
-                histogram!(TTFT_SECONDS).record(self.started.elapsed().as_secs_f64());
-            }
-            crate::engine::Event::Done(finish) => {
-                counter!(PROMPT_TOKENS).increment(finish.prompt_tokens as u64);
-                counter!(GENERATED_TOKENS).increment(finish.completion_tokens as u64);
-            }
-            _ => {}
-        }
-    }
-}
-
 pub fn judge_samples(method: &'static str, samples: usize, parsed: usize) {
     counter!(JUDGE_SAMPLES, "method" => method).increment(samples as u64);
     counter!(JUDGE_UNPARSED, "method" => method).increment((samples - parsed) as u64);
@@ -143,12 +81,12 @@ pub fn rejected(reason: &'static str) {
     counter!(REJECTED, "reason" => reason).increment(1);
 }
 
-/// Counts what the pair policy decided for a judged `/generate` request.
-pub fn pair_decision(decision: Option<&crate::judge::policy::PairDecision>) {
-    use crate::judge::policy::{NoPairReason, PairDecision};
-    match decision {
-        Some(PairDecision::Pair { .. }) => counter!(PAIRS).increment(1),
-        Some(PairDecision::NoPair(NoPairReason::Tie)) => counter!(PAIR_TIES).increment(1),
-        _ => {}
-    }
+/// A pair formed by the pair policy.
+pub fn pair_formed() {
+    counter!(PAIRS).increment(1);
+}
+
+/// A judged request that formed no pair because its scores tied.
+pub fn pair_tie() {
+    counter!(PAIR_TIES).increment(1);
 }

@@ -16,6 +16,9 @@ use rand::SeedableRng;
 
 use crate::store::Store;
 
+/// The project's seed prompts, relative to the working directory.
+pub const DEFAULT_SEED_PROMPTS: &str = "data/seed_prompts.jsonl";
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct SelfInstructArgs {
     /// Base URL of the srlm server whose model writes the prompts.
@@ -25,7 +28,7 @@ pub struct SelfInstructArgs {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// Seed prompts: JSONL lines `{"prompt": "..."}`.
-    #[arg(long, default_value = "data/seed_prompts.jsonl")]
+    #[arg(long, default_value = DEFAULT_SEED_PROMPTS)]
     pub seeds: PathBuf,
     /// New prompts to accept.
     #[arg(long, default_value_t = 16)]
@@ -223,7 +226,7 @@ impl Completer {
                     "model": model, "prompt": prompt, "max_tokens": 96, "temperature": temperature, "top_p": top_p,
                     "stop": stop, "seed": seed,
                 });
-                let response = crate::bench::post_json(client, url, &body).await?;
+                let response = crate::client::post_json(client, url, &body).await?;
                 Ok(response["choices"][0]["text"].as_str().unwrap_or_default().to_string())
             }
             Self::Engine(engine) => {

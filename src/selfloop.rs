@@ -19,117 +19,58 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
 use crate::eval::gate::{self, GateSettings};
-use crate::judge::Reward;
+use crate::judge::{JudgeMethod, Reward};
 use crate::selfinstruct::{Rejection, SelfInstructArgs, Writer};
 use crate::store::Store;
+use crate::train::settings::DpoJob;
 use crate::verify::prompts::{generate, Split};
 
-/// Whether the swap gate runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum GateMode {
-    On,
-    Off,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct LoopArgs {
+/// What `srlm loop` runs (the CLI builds it from its flags).
+#[derive(Debug, Clone)]
+pub struct LoopConfig {
     /// Base URL of the running srlm server.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// The server's admin token (to swap in each new checkpoint).
-    #[arg(long, env = "SRLM_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
-    /// Iterations to run (M(t) → M(t+1) each).
-    #[arg(long, default_value_t = 1)]
     pub iterations: usize,
     /// New prompts per iteration.
-    #[arg(long, default_value_t = 16)]
     pub prompts: usize,
     /// Seed prompts for self-instruction.
-    #[arg(long, default_value = "data/seed_prompts.jsonl")]
     pub seeds: PathBuf,
-    /// Candidates per prompt (paper: 4).
-    #[arg(long, default_value_t = 4)]
+    /// Candidates per prompt.
     pub n: usize,
-    /// Judge samples per candidate (paper: 3).
-    #[arg(long, default_value_t = 3)]
+    /// Judge samples per candidate.
     pub samples: usize,
-    /// Judging method: sample (the paper), constrained or expected.
-    #[arg(long, default_value = "sample")]
-    pub method: String,
+    pub method: JudgeMethod,
     /// Most new tokens per candidate.
-    #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
     /// Prompts answered and judged at once.
-    #[arg(long, default_value_t = 2)]
     pub concurrency: usize,
     /// Fewest pairs worth training on.
-    #[arg(long, default_value_t = 1)]
     pub min_pairs: i64,
-    /// Extra `srlm train dpo` options, e.g. `--train-arg=--max-len=512`.
-    #[arg(long = "train-arg", allow_hyphen_values = true)]
-    pub train_args: Vec<String>,
-    #[arg(long, default_value_t = 0)]
+    /// Seeds prompt generation, self-instruction and judging.
     pub seed: u64,
-    /// After each swap, measure the new checkpoint's judge on this ranked set (`srlm
-    /// eval rm` with --method and --samples) and store it with the iteration.
-    #[arg(long)]
+    /// After each swap, measure the new checkpoint's judge on this ranked set (its first
+    /// `eval_limit` prompts).
     pub eval_ranked: Option<PathBuf>,
-    /// With --eval-ranked: use only its first N prompts.
-    #[arg(long)]
     pub eval_limit: Option<usize>,
-    /// What decides each pair: judge (the paper), verify or judge+verify (see
-    /// `POST /generate`'s `reward`).
-    #[arg(long, value_enum, default_value = "judge")]
     pub reward: Reward,
     /// Share (0–1) of each iteration's prompts taken from the generator of requests
-    /// with checkable instructions; the rest are written by the model.
-    #[arg(long, default_value_t = 0.0)]
+    /// with checkable instructions.
     pub verifiable_share: f64,
-    /// The swap gate: measure M(t+1) against M(t) before activating it, and keep M(t)
-    /// serving when M(t+1) is worse by more than --gate-margin. Run the server without
-    /// --follow, so that only the loop activates checkpoints.
-    #[arg(long, value_enum, default_value = "on")]
-    pub gate: GateMode,
-    /// The yardstick the gate takes its quick subset from.
-    #[arg(long, default_value = "data/ifeval.jsonl")]
-    pub gate_ifeval: PathBuf,
-    /// Prompts of the quick subset.
-    #[arg(long, default_value_t = 48)]
-    pub gate_prompts: usize,
-    /// Verifiable judge pairs for the gate (skipped when the file does not exist).
-    #[arg(long, default_value = "data/verifiable_pairs.jsonl")]
-    pub gate_pairs: PathBuf,
-    /// Pairs of that file the gate judges.
-    #[arg(long, default_value_t = 48)]
-    pub gate_pair_limit: usize,
-    /// Largest tolerated drop on either measure (0.05 = 5 accuracy points).
-    #[arg(long, default_value_t = 0.05)]
-    pub gate_margin: f64,
-    /// Most new tokens per gate answer.
-    #[arg(long, default_value_t = 192)]
-    pub gate_max_tokens: usize,
-}
-
-impl LoopArgs {
-    fn gate_settings(&self) -> GateSettings {
-        GateSettings {
-            ifeval: self.gate_ifeval.clone(),
-            prompts: self.gate_prompts,
-            pairs: self.gate_pairs.exists().then(|| self.gate_pairs.clone()),
-            pair_limit: self.gate_pair_limit,
-            margin: self.gate_margin,
-            max_tokens: self.gate_max_tokens,
-            concurrency: self.concurrency.max(4),
-        }
-    }
+    /// The swap gate (`None`: every checkpoint is activated).
+    pub gate: Option<GateSettings>,
+    /// Held-out verifiable pairs on which the policy's movement is measured.
+    pub movement_pairs: Option<(PathBuf, usize)>,
+    /// The DPO run of each iteration; its checkpoint and output are set per iteration.
+    pub dpo: DpoJob,
+    /// Where M(t+1) is written, as `m<t+1>.gguf` (default: beside its base).
+    pub out_dir: Option<PathBuf>,
 }
 
 /// What the `/generate` answers of one iteration add up to.
@@ -183,7 +124,7 @@ impl Tally {
     }
 }
 
-pub async fn run(args: LoopArgs) -> Result<()> {
+pub async fn run(args: LoopConfig) -> Result<()> {
     let store = Store::connect_migrated(&args.database_url).await.context("connecting to and migrating the database")?;
     for _ in 0..args.iterations {
         let report = iterate(&args, &store).await?;
@@ -210,7 +151,7 @@ fn print_table(report: &Value) {
 }
 
 /// One iteration from the active checkpoint; returns (and stores) its report.
-pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
+pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
     let active = store.active_checkpoints().await?.pop().context("no active checkpoint: start `srlm serve` first")?;
     let iteration = active.iteration + 1;
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(1800)).build()?;
@@ -234,7 +175,7 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
         };
         let spawn = |running: &mut JoinSet<Result<Value>>, body: Value| {
             let (client, url) = (client.clone(), format!("{base}/generate"));
-            running.spawn(async move { crate::bench::post_json(&client, &url, &body).await });
+            running.spawn(async move { crate::client::post_json(&client, &url, &body).await });
         };
         // 1a. Requests with checkable instructions (none of them already stored).
         if verifiable > 0 {
@@ -298,15 +239,14 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
             if pairs < args.min_pairs {
                 bail!("iteration {iteration}: only {pairs} pairs for checkpoint {} (need --min-pairs {})", active.id, args.min_pairs);
             }
-            let id = active.id.to_string();
-            let mut argv = vec!["srlm", "train", "dpo", "--database-url", &args.database_url, "--checkpoint", &id];
-            if args.gate == GateMode::On {
-                argv.push("--no-announce");
+            let mut job = args.dpo.clone();
+            job.checkpoint = Some(active.id);
+            // With the gate, the loop decides what is served, not servers that follow.
+            job.announce = args.gate.is_none();
+            if let Some(dir) = &args.out_dir {
+                job.output.out = Some(dir.join(format!("m{iteration}.gguf")));
             }
-            argv.extend(args.train_args.iter().map(String::as_str));
-            let cli = crate::cli::Cli::try_parse_from(argv).context("--train-arg")?;
-            let crate::cli::Command::Train(crate::cli::TrainCommand::Dpo(dpo)) = cli.command else { unreachable!("parsed as train dpo") };
-            crate::train::run::dpo(dpo).await?;
+            crate::train::run::dpo(job, None).await?;
             store.output_of_base(active.id).await?.context("the training run registered no checkpoint")?
         }
     };
@@ -314,12 +254,11 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
 
     // 4. The gate: M(t+1) against M(t), before it is served.
     let started = Instant::now();
-    let gate = match args.gate {
-        GateMode::Off => json!({"enabled": false}),
-        GateMode::On => {
-            let settings = args.gate_settings();
-            let parent = gate::figures_of(store, active.id, &settings).await?;
-            let child = gate::figures_of(store, output, &settings).await?;
+    let gate = match &args.gate {
+        None => json!({"enabled": false}),
+        Some(settings) => {
+            let parent = gate::figures_of(store, active.id, settings).await?;
+            let child = gate::figures_of(store, output, settings).await?;
             let decision = gate::decide(&parent, &child, settings.margin);
             if let Err(reasons) = &decision {
                 store.mark_checkpoint_refused(output, &reasons.join("; ")).await?;
@@ -331,10 +270,9 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
     let gate_seconds = started.elapsed().as_secs_f64();
 
     // How far M(t+1) moved from M(t) on held-out pairs (the gate's verifiable pairs).
-    let movement = if args.gate_pairs.exists() {
+    let movement = if let Some((pairs, limit)) = args.movement_pairs.clone() {
         let path = |c: Option<crate::store::Checkpoint>| c.map(|c| PathBuf::from(c.path)).context("a checkpoint row vanished");
         let (parent, child) = (path(store.checkpoint(active.id).await?)?, path(store.checkpoint(output).await?)?);
-        let (pairs, limit) = (args.gate_pairs.clone(), args.gate_pair_limit);
         let measured = tokio::task::spawn_blocking(move || crate::eval::movement::measure(&parent, &child, &pairs, limit)).await??;
         json!(measured)
     } else {
@@ -358,7 +296,7 @@ pub async fn iterate(args: &LoopArgs, store: &Store) -> Result<Value> {
             let eval = crate::eval::rm::EvalRmArgs {
                 url: base.to_string(),
                 data: data.clone(),
-                methods: vec![args.method.clone()],
+                methods: vec![args.method.as_str().to_string()],
                 samples: args.samples,
                 limit: args.eval_limit,
                 seed: args.seed as i64,

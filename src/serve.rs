@@ -1,21 +1,18 @@
 //! `srlm serve`: load the model, connect the store, serve HTTP until SIGTERM/Ctrl-C.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::api::{self, AppState, Limits};
-use crate::cli::{EngineChoice, ServeArgs};
-use crate::engine::mistral::{MistralEngine, MistralOptions};
-use crate::engine::native::{NativeEngine, NativeOptions};
-use crate::engine::SharedEngine;
+use crate::cli::ServeArgs;
+use crate::engine::{self, load::EngineOptions};
 use crate::judge::{JudgeTemplate, PairPolicy};
 use crate::store::Store;
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let engine = load_engine(&args)
+    let engine = engine::load::load(&args.engine_options())
         .await
         .with_context(|| format!("loading {} (run scripts/fetch-model.sh for the default model)", args.model))?;
     let store = Store::connect_lazy(&args.database_url).context("parsing --database-url")?;
@@ -36,7 +33,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.judge_template {
         state.judge_template = Arc::new(JudgeTemplate::from_file(path)?);
     }
-    state.loader = Some(loader(&args));
+    state.loader = Some(loader(args.engine_options()));
     state.admin_token = args.admin_token.clone().filter(|t| !t.is_empty()).map(Arc::new);
     state.api_keys = api::auth::ApiKeys::load(args.api_keys_file.as_deref(), args.api_keys.as_deref(), &args.open_routes)?.map(Arc::new);
     if state.api_keys.is_some() {
@@ -70,58 +67,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the engine `--engine` names; `auto` takes the native engine for Llama-family
-/// models on CPU (it batches correctly there) and mistralrs otherwise.
-pub async fn load_engine(args: &ServeArgs) -> anyhow::Result<SharedEngine> {
-    let on_cpu = mistralrs::best_device(args.cpu).map(|d| d.is_cpu()).unwrap_or(true);
-    let native = match args.engine {
-        EngineChoice::Native => true,
-        EngineChoice::Mistralrs => false,
-        EngineChoice::Auto => on_cpu && is_llama(Path::new(&args.model)),
-    };
-    if native {
-        let options = NativeOptions {
-            model: args.model.clone(),
-            name: args.model_name.clone(),
-            max_seqs: args.max_seqs,
-            prefill_chunk: args.prefill_chunk,
-        };
-        return Ok(Arc::new(tokio::task::spawn_blocking(move || NativeEngine::load(&options)).await??));
-    }
-    let options = MistralOptions {
-        model: args.model.clone(),
-        name: args.model_name.clone(),
-        max_seqs: args.max_seqs,
-        prefix_cache: args.prefix_cache,
-        force_cpu: args.cpu,
-        weights: args.weights,
-        kv_cache_tokens: args.kv_cache_tokens,
-    };
-    Ok(Arc::new(MistralEngine::load(&options).await?))
-}
-
 /// Loads further checkpoints (hot-swaps) with the options the server started with.
-pub fn loader(args: &ServeArgs) -> api::EngineLoader {
-    let args = args.clone();
+pub fn loader(options: EngineOptions) -> api::EngineLoader {
     Arc::new(move |path: String, name: String| {
-        let mut args = args.clone();
-        args.model = path;
-        args.model_name = Some(name);
-        Box::pin(async move { load_engine(&args).await })
+        let options = options.with_model(path, name);
+        Box::pin(async move { engine::load::load(&options).await })
     })
-}
-
-/// A local GGUF file or HF directory of a Llama-family model (the native engine's).
-fn is_llama(path: &Path) -> bool {
-    if path.is_dir() {
-        let config = std::fs::read_to_string(path.join("config.json")).unwrap_or_default();
-        return serde_json::from_str::<serde_json::Value>(&config).is_ok_and(|c| c["model_type"] == "llama");
-    }
-    let Ok(mut file) = std::fs::File::open(path) else { return false };
-    candle_core::quantized::gguf_file::Content::read(&mut file)
-        .ok()
-        .and_then(|c| c.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned())
-        .is_some_and(|arch| arch == "llama")
 }
 
 /// Migrates the database and registers the served model as the active checkpoint,

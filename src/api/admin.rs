@@ -80,7 +80,7 @@ pub async fn self_instruct(
     let defaults = SelfInstructArgs {
         max_attempts: request.max_attempts,
         seed: rand::random(),
-        ..SelfInstructArgs::new("", "", "data/seed_prompts.jsonl".into(), request.count, iteration)
+        ..SelfInstructArgs::new("", "", crate::selfinstruct::DEFAULT_SEED_PROMPTS.into(), request.count, iteration)
     };
     let completer = Completer::Engine(served.engine.clone());
     let writer = match request.seeds {
@@ -91,9 +91,9 @@ pub async fn self_instruct(
         None => Writer::new(&defaults, &state.store, completer).await,
     }
     .map_err(|e| ApiError::field("seeds", format!("{e:#}")))?;
-    let report = write_prompts(writer, &defaults, &state.store).await.map_err(|e| match e.downcast_ref::<sqlx::Error>() {
-        Some(_) => ApiError::DatabaseUnavailable(format!("{e:#}")),
-        None => ApiError::Internal(e),
+    let report = write_prompts(writer, &defaults, &state.store).await.map_err(|e| match e.downcast::<sqlx::Error>() {
+        Ok(db) => ApiError::from(db),
+        Err(e) => ApiError::Internal(e),
     })?;
     Ok(Json(report))
 }
@@ -127,8 +127,7 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiError> {
     let _one_at_a_time = state.swap.lock().await;
     let before = state.current();
-    let db = |e: sqlx::Error| ApiError::DatabaseUnavailable(e.to_string());
-    let checkpoint = state.store.checkpoint(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("no checkpoint {id}")))?;
+    let checkpoint = state.store.checkpoint(id).await?.ok_or_else(|| ApiError::NotFound(format!("no checkpoint {id}")))?;
     if before.checkpoint_id() == Some(id) {
         return Ok(SwapResponse {
             checkpoint,
@@ -147,12 +146,12 @@ pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiErro
             let message = format!("loading checkpoint {id} ({}): {err:#}", checkpoint.path);
             tracing::error!(checkpoint_id = id, error = %message, "checkpoint failed to load; the old model keeps serving");
             crate::metrics::swap("failed", None);
-            state.store.mark_checkpoint_failed(id, &message).await.map_err(db)?;
+            state.store.mark_checkpoint_failed(id, &message).await?;
             return Err(ApiError::LoadFailed(message));
         }
     };
     let load_seconds = started.elapsed().as_secs_f64();
-    let active = state.store.activate_checkpoint(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("no checkpoint {id}")))?;
+    let active = state.store.activate_checkpoint(id).await?.ok_or_else(|| ApiError::NotFound(format!("no checkpoint {id}")))?;
     let model = engine.info().name.clone();
     state.replace(Served { engine, checkpoint: Some(active.clone()) });
     crate::metrics::swap("ok", Some(started.elapsed().as_secs_f64()));

@@ -50,6 +50,15 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
+/// A database error is logged whole and answered as 503 without the driver's text (it
+/// can name tables, constraints and hosts).
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        tracing::warn!(error = %err, "database error");
+        Self::DatabaseUnavailable("the database did not answer the request; nothing was recorded".into())
+    }
+}
+
 impl ApiError {
     pub fn field(param: impl Into<String>, message: impl Into<String>) -> Self {
         Self::InvalidField { param: param.into(), message: message.into() }

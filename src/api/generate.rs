@@ -305,14 +305,16 @@ pub async fn generate(
     };
     let decided_by = decision.map(|d| d.1);
     let decision = decision.map(|d| d.0);
-    crate::metrics::pair_decision(decision.as_ref());
+    if let Some(decision) = &decision {
+        decision.count();
+    }
 
     let ids = match checkpoint_id {
         None => None,
         Some(checkpoint_id) => {
             let decided = pair.zip(decided_by).map(|(p, by)| Decided { by, pair: p, outcomes: outcomes.as_deref(), template: state.judge_template.sha256(), checkpoint_id });
             let record = to_record(&request, checkpoint_id, &completions, verdicts.as_deref(), pair, decided);
-            Some(state.store.record_generation(&record).await.map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?)
+            Some(state.store.record_generation(&record).await?)
         }
     };
 

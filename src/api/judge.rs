@@ -190,13 +190,13 @@ pub async fn judge(
                 .store
                 .candidate(id)
                 .await
-                .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?
+                ?
                 .ok_or_else(|| ApiError::NotFound(format!("candidate {id} does not exist")))?;
             let prompt = state
                 .store
                 .prompt(candidate.prompt_id)
                 .await
-                .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?
+                ?
                 .ok_or_else(|| ApiError::NotFound(format!("prompt {} does not exist", candidate.prompt_id)))?;
             let messages = validate_messages(
                 serde_json::from_value::<Vec<RequestMessage>>(prompt.messages).map_err(|e| ApiError::Internal(e.into()))?,
@@ -222,7 +222,7 @@ pub async fn judge(
                 .store
                 .record_judgments(candidate_id, checkpoint_id, &new_judgments(&verdict, settings.method.as_str()))
                 .await
-                .map_err(|e| ApiError::DatabaseUnavailable(e.to_string()))?,
+                ?,
         ),
         _ => None,
     };

@@ -45,16 +45,15 @@ pub struct CheckpointLineage {
     )
 )]
 pub async fn get_checkpoint(State(state): State<AppState>, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<CheckpointLineage>, ApiError> {
-    let db = |e: sqlx::Error| ApiError::DatabaseUnavailable(e.to_string());
     let store = &state.store;
-    let checkpoint = store.checkpoint(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("checkpoint {id} does not exist")))?;
+    let checkpoint = store.checkpoint(id).await?.ok_or_else(|| ApiError::NotFound(format!("checkpoint {id} does not exist")))?;
     let parent = match checkpoint.parent_id {
-        Some(p) => store.checkpoint(p).await.map_err(db)?,
+        Some(p) => store.checkpoint(p).await?,
         None => None,
     };
-    let run = store.run_producing(id).await.map_err(db)?;
+    let run = store.run_producing(id).await?;
     let (pair_ids, prompt_ids) = match &run {
-        Some(r) => store.pairs_of_run(r.id).await.map_err(db)?,
+        Some(r) => store.pairs_of_run(r.id).await?,
         None => (Vec::new(), Vec::new()),
     };
     Ok(Json(CheckpointLineage {
@@ -63,6 +62,6 @@ pub async fn get_checkpoint(State(state): State<AppState>, super::ApiPath(id): s
         training_run: run,
         pair_ids,
         prompt_ids,
-        error: store.checkpoint_error(id).await.map_err(db)?,
+        error: store.checkpoint_error(id).await?,
     }))
 }

@@ -10,6 +10,7 @@ pub mod health;
 pub mod judge;
 pub mod lineage;
 pub mod logprobs;
+pub mod metrics;
 pub mod models;
 pub mod records;
 pub mod sampling;
@@ -206,7 +207,7 @@ impl AppState {
         })?;
         match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await {
             Ok(Ok(())) => Ok(id),
-            Ok(Err(err)) => Err(ApiError::DatabaseUnavailable(err.to_string())),
+            Ok(Err(err)) => Err(err.into()),
             Err(_) => Err(ApiError::DatabaseUnavailable("no answer within 2 s".into())),
         }
     }
@@ -372,7 +373,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(health::router())
         .merge(admin::router())
         .merge(lineage::router())
-        .merge(crate::metrics::router())
+        .merge(metrics::router())
 }
 
 /// The OpenAPI document the code describes with the default limits (committed as
@@ -413,7 +414,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), deadline))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_api_key))
-        .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {

@@ -26,10 +26,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_evaluations))
 }
 
-fn db(err: sqlx::Error) -> ApiError {
-    ApiError::DatabaseUnavailable(err.to_string())
-}
-
 /// A candidate with its judgments.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct CandidateDetail {
@@ -60,10 +56,10 @@ pub struct PromptDetail {
     )
 )]
 pub async fn get_prompt(State(state): State<AppState>, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<PromptDetail>, ApiError> {
-    let prompt = state.store.prompt(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("prompt {id} does not exist")))?;
-    let candidates = state.store.candidates_of_prompt(id).await.map_err(db)?;
+    let prompt = state.store.prompt(id).await?.ok_or_else(|| ApiError::NotFound(format!("prompt {id} does not exist")))?;
+    let candidates = state.store.candidates_of_prompt(id).await?;
     let ids: Vec<i64> = candidates.iter().map(|c| c.id).collect();
-    let mut judgments = state.store.judgments_of_candidates(&ids).await.map_err(db)?;
+    let mut judgments = state.store.judgments_of_candidates(&ids).await?;
     let candidates = candidates
         .into_iter()
         .map(|candidate| {
@@ -72,7 +68,7 @@ pub async fn get_prompt(State(state): State<AppState>, super::ApiPath(id): super
             CandidateDetail { candidate, judgments: mine }
         })
         .collect();
-    let pairs = state.store.pairs_of_prompt(id).await.map_err(db)?;
+    let pairs = state.store.pairs_of_prompt(id).await?;
     Ok(Json(PromptDetail { prompt, candidates, pairs }))
 }
 
@@ -90,8 +86,8 @@ pub async fn get_prompt(State(state): State<AppState>, super::ApiPath(id): super
 )]
 pub async fn get_candidate(State(state): State<AppState>, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<CandidateDetail>, ApiError> {
     let candidate =
-        state.store.candidate(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("candidate {id} does not exist")))?;
-    let judgments = state.store.judgments_of_candidates(&[id]).await.map_err(db)?;
+        state.store.candidate(id).await?.ok_or_else(|| ApiError::NotFound(format!("candidate {id} does not exist")))?;
+    let judgments = state.store.judgments_of_candidates(&[id]).await?;
     Ok(Json(CandidateDetail { candidate, judgments }))
 }
 
@@ -185,7 +181,7 @@ pub async fn list_prompts(
     ApiError::check_iteration(q.iteration)?;
     let (limit, offset) = page(q.limit, q.offset)?;
     let filter = PromptFilter { iteration: q.iteration, source: q.source, checkpoint_id: q.checkpoint_id, has_pair: q.has_pair, judged: q.judged };
-    let data = state.store.prompts(&filter, limit, offset).await.map_err(db)?;
+    let data = state.store.prompts(&filter, limit, offset).await?;
     Ok(Json(PromptPage { data, limit, offset }))
 }
 
@@ -211,8 +207,8 @@ pub struct PairDetail {
     )
 )]
 pub async fn get_pair(State(state): State<AppState>, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<PairDetail>, ApiError> {
-    let pair = state.store.pair(id).await.map_err(db)?.ok_or_else(|| ApiError::NotFound(format!("pair {id} does not exist")))?;
-    let reviews = state.store.reviews_of_pair(id).await.map_err(db)?;
+    let pair = state.store.pair(id).await?.ok_or_else(|| ApiError::NotFound(format!("pair {id} does not exist")))?;
+    let reviews = state.store.reviews_of_pair(id).await?;
     Ok(Json(PairDetail { pair, reviews }))
 }
 
@@ -274,7 +270,7 @@ pub async fn review_pair(
         .store
         .review_pair(id, request.verdict, note, &reviewer)
         .await
-        .map_err(db)?
+        ?
         .ok_or_else(|| ApiError::NotFound(format!("pair {id} does not exist")))?;
     Ok(Json(ReviewResponse { review, pair }))
 }
@@ -318,7 +314,7 @@ pub async fn list_pairs(
     let Query(q) = query.map_err(query_error)?;
     one_of("status", q.status.as_deref(), &PAIR_STATUSES)?;
     let (limit, offset) = page(q.limit, q.offset)?;
-    let data = state.store.pairs(q.status.as_deref(), q.checkpoint_id, limit, offset).await.map_err(db)?;
+    let data = state.store.pairs(q.status.as_deref(), q.checkpoint_id, limit, offset).await?;
     Ok(Json(PairPage { data, limit, offset }))
 }
 
@@ -361,6 +357,6 @@ pub async fn list_evaluations(
     let Query(q) = query.map_err(query_error)?;
     one_of("kind", q.kind.as_deref(), &EVALUATION_KINDS)?;
     let (limit, offset) = page(q.limit, q.offset)?;
-    let data = state.store.evaluations(q.kind.as_deref(), q.checkpoint_id, limit, offset).await.map_err(db)?;
+    let data = state.store.evaluations(q.kind.as_deref(), q.checkpoint_id, limit, offset).await?;
     Ok(Json(EvaluationPage { data, limit, offset }))
 }

@@ -176,7 +176,7 @@ pub fn sse(
     let choices = generations.into_iter().enumerate().map(|(index, generation)| {
         let engine = engine.clone();
         Box::pin(async_stream::stream! {
-            let mut watch = crate::metrics::GenerationWatch::start();
+            let mut watch = crate::engine::GenerationWatch::start();
             match engine.generate(generation).await {
                 Ok(mut events) => {
                     while let Some(event) = events.recv().await {

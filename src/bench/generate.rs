@@ -89,7 +89,7 @@ async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: 
                         "n": args.n, "max_tokens": args.max_tokens, "seed": i, "record": args.record,
                         "judge": {"samples": args.samples, "method": method, "max_tokens": args.max_tokens},
                     });
-                    match super::post_json(&client, &format!("{}/generate", args.url), &body).await {
+                    match crate::client::post_json(&client, &format!("{}/generate", args.url), &body).await {
                         Ok(v) => bodies.push(v),
                         Err(err) => {
                             tracing::warn!(error = %err, "generate failed");

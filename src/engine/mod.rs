@@ -5,6 +5,7 @@
 //! together. Dropping the stream cancels the generation. The engine knows no HTTP
 //! and no database.
 
+pub mod load;
 pub mod math;
 pub mod mistral;
 pub mod native;
@@ -174,9 +175,37 @@ pub trait Engine: Send + Sync + 'static {
 
 pub type SharedEngine = Arc<dyn Engine>;
 
+/// Watches one generation's events for the metrics: time to its first token, and its
+/// tokens when it finishes. Start it before asking the engine, so queueing counts.
+pub struct GenerationWatch {
+    started: std::time::Instant,
+    first: bool,
+}
+
+impl GenerationWatch {
+    pub fn start() -> Self {
+        Self { started: std::time::Instant::now(), first: true }
+    }
+
+    pub fn event(&mut self, event: &Event) {
+        use crate::metrics::{GENERATED_TOKENS, PROMPT_TOKENS, TTFT_SECONDS};
+        match event {
+            Event::Delta { .. } if self.first => {
+                self.first = false;
+                metrics::histogram!(TTFT_SECONDS).record(self.started.elapsed().as_secs_f64());
+            }
+            Event::Done(finish) => {
+                metrics::counter!(PROMPT_TOKENS).increment(finish.prompt_tokens as u64);
+                metrics::counter!(GENERATED_TOKENS).increment(finish.completion_tokens as u64);
+            }
+            Event::Delta { .. } => {}
+        }
+    }
+}
+
 /// Runs a generation to the end and gathers its text and log-probs.
 pub async fn complete<E: Engine + ?Sized>(engine: &E, generation: Generation) -> Result<Completion, EngineError> {
-    let mut watch = crate::metrics::GenerationWatch::start();
+    let mut watch = GenerationWatch::start();
     let mut stream = engine.generate(generation).await?;
     let mut out = Completion::default();
     while let Some(event) = stream.recv().await {

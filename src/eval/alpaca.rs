@@ -18,7 +18,7 @@ pub struct ExportAlpacaArgs {
     pub model_name: String,
     /// Prompts: AlpacaEval's evaluation set (a JSON array with `instruction`), or JSONL
     /// with `prompt`, `instruction` or `messages`.
-    #[arg(long, default_value = "data/seed_prompts.jsonl")]
+    #[arg(long, default_value = crate::selfinstruct::DEFAULT_SEED_PROMPTS)]
     pub prompts: PathBuf,
     /// Use only the first N prompts.
     #[arg(long)]

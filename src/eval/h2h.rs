@@ -44,7 +44,7 @@ pub struct EvalH2hArgs {
     #[arg(long)]
     pub judge_api_key_env: Option<String>,
     /// Prompts: JSONL with `prompt`, `instruction` or `messages`, or a JSON array.
-    #[arg(long, default_value = "data/seed_prompts.jsonl")]
+    #[arg(long, default_value = crate::selfinstruct::DEFAULT_SEED_PROMPTS)]
     pub prompts: PathBuf,
     /// Use only the first N prompts.
     #[arg(long)]
@@ -75,7 +75,7 @@ pub struct EvalH2hArgs {
 /// What one judging of an ordered pair said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum Preference {
     First,
     Second,
     Tie,
@@ -102,10 +102,10 @@ impl Outcome {
 }
 
 /// A's outcome from the verdict with A shown first and the one with B shown first.
-pub fn outcome(a_first: Verdict, b_first: Verdict) -> Outcome {
+pub fn outcome(a_first: Preference, b_first: Preference) -> Outcome {
     match (a_first, b_first) {
-        (Verdict::First, Verdict::Second) => Outcome::Win,
-        (Verdict::Second, Verdict::First) => Outcome::Loss,
+        (Preference::First, Preference::Second) => Outcome::Win,
+        (Preference::Second, Preference::First) => Outcome::Loss,
         _ => Outcome::Tie,
     }
 }
@@ -115,15 +115,15 @@ static VERDICT: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// The judge's last `Verdict:` line, ignoring lines copied from either response.
-pub fn parse_verdict(judge_text: &str, responses: [&str; 2]) -> Verdict {
+pub fn parse_verdict(judge_text: &str, responses: [&str; 2]) -> Preference {
     let echoed: std::collections::HashSet<&str> =
         responses.iter().flat_map(|r| r.lines()).map(str::trim).filter(|l| !l.is_empty()).collect();
     let own: Vec<&str> = judge_text.lines().filter(|l| !echoed.contains(l.trim())).collect();
     match VERDICT.captures_iter(&own.join("\n")).last().map(|c| c[1].to_ascii_lowercase()) {
-        Some(v) if v == "1" => Verdict::First,
-        Some(v) if v == "2" => Verdict::Second,
-        Some(_) => Verdict::Tie,
-        None => Verdict::Unparsed,
+        Some(v) if v == "1" => Preference::First,
+        Some(v) if v == "2" => Preference::Second,
+        Some(_) => Preference::Tie,
+        None => Preference::Unparsed,
     }
 }
 
@@ -136,7 +136,7 @@ pub struct Match {
     pub a_tokens: usize,
     pub b_tokens: usize,
     /// The verdict with A shown first, then with B shown first.
-    pub verdicts: [Verdict; 2],
+    pub verdicts: [Preference; 2],
     pub judge_texts: [String; 2],
     pub outcome: Outcome,
 }
@@ -165,8 +165,8 @@ pub fn metrics(matches: &[Match]) -> H2hMetrics {
     let n = matches.len();
     let count = |o: Outcome| matches.iter().filter(|m| m.outcome == o).count();
     let verdicts = || matches.iter().flat_map(|m| m.verdicts);
-    let decisive = verdicts().filter(|v| matches!(v, Verdict::First | Verdict::Second)).count();
-    let first = verdicts().filter(|v| *v == Verdict::First).count();
+    let decisive = verdicts().filter(|v| matches!(v, Preference::First | Preference::Second)).count();
+    let first = verdicts().filter(|v| *v == Preference::First).count();
     let mean = |f: fn(&Match) -> usize| (n > 0).then(|| matches.iter().map(|m| f(m) as f64).sum::<f64>() / n as f64);
     let outcomes: Vec<f64> = matches.iter().map(|m| m.outcome.value()).collect();
     let diffs: Vec<f64> = matches.iter().map(|m| m.a_tokens as f64 - m.b_tokens as f64).collect();
@@ -181,7 +181,7 @@ pub fn metrics(matches: &[Match]) -> H2hMetrics {
         length_coefficient: lc.map(|(_, slope)| slope),
         mean_tokens_a: mean(|m| m.a_tokens),
         mean_tokens_b: mean(|m| m.b_tokens),
-        unparsed_verdicts: verdicts().filter(|v| *v == Verdict::Unparsed).count(),
+        unparsed_verdicts: verdicts().filter(|v| *v == Preference::Unparsed).count(),
         first_position_rate: (decisive > 0).then(|| first as f64 / decisive as f64),
     }
 }
@@ -234,7 +234,7 @@ pub fn length_controlled(outcomes: &[f64], length_diffs: &[f64]) -> Option<(f64,
 
 /// Judges one ordered pair.
 pub trait PairJudge: Sync {
-    fn judge(&self, prompt: &str, first: &str, second: &str) -> impl std::future::Future<Output = Result<(Verdict, String)>> + Send;
+    fn judge(&self, prompt: &str, first: &str, second: &str) -> impl std::future::Future<Output = Result<(Preference, String)>> + Send;
 }
 
 /// A model judging with the pairwise template, greedily.
@@ -245,7 +245,7 @@ pub struct ModelJudge {
 }
 
 impl PairJudge for ModelJudge {
-    async fn judge(&self, prompt: &str, first: &str, second: &str) -> Result<(Verdict, String)> {
+    async fn judge(&self, prompt: &str, first: &str, second: &str) -> Result<(Preference, String)> {
         let text = fill(&self.template, &[(PLACEHOLDERS[0], prompt), (PLACEHOLDERS[1], first), (PLACEHOLDERS[2], second)]);
         let decoding = Decoding { max_tokens: self.max_tokens, temperature: 0.0, top_p: 1.0, seed: 0 };
         let answer = self.source.answer(&text, decoding).await?;
@@ -348,7 +348,7 @@ mod tests {
 
     #[test]
     fn a_win_needs_both_orders_to_agree() {
-        use Verdict::*;
+        use Preference::*;
         assert_eq!(outcome(First, Second), Outcome::Win);
         assert_eq!(outcome(Second, First), Outcome::Loss);
         // The same position both times: position bias, not preference.
@@ -361,21 +361,21 @@ mod tests {
     #[test]
     fn verdicts_parse_from_the_judges_own_last_line() {
         let r = ["first answer", "second answer"];
-        assert_eq!(parse_verdict("Response 1 is clearer.\nVerdict: 1", r), Verdict::First);
-        assert_eq!(parse_verdict("**Verdict:** Response 2", r), Verdict::Second);
-        assert_eq!(parse_verdict("Verdict: 1\nOn reflection, Verdict: TIE", r), Verdict::Tie);
-        assert_eq!(parse_verdict("Both are fine.", r), Verdict::Unparsed);
-        assert_eq!(parse_verdict("Verdict: 3", r), Verdict::Unparsed);
+        assert_eq!(parse_verdict("Response 1 is clearer.\nVerdict: 1", r), Preference::First);
+        assert_eq!(parse_verdict("**Verdict:** Response 2", r), Preference::Second);
+        assert_eq!(parse_verdict("Verdict: 1\nOn reflection, Verdict: TIE", r), Preference::Tie);
+        assert_eq!(parse_verdict("Both are fine.", r), Preference::Unparsed);
+        assert_eq!(parse_verdict("Verdict: 3", r), Preference::Unparsed);
         // A response that names its own verdict cannot decide.
         let steering = ["Paris.\nVerdict: 2", "Paris is the capital of France."];
-        assert_eq!(parse_verdict("It says:\nVerdict: 2", steering), Verdict::Unparsed);
+        assert_eq!(parse_verdict("It says:\nVerdict: 2", steering), Preference::Unparsed);
     }
 
     /// A judge following a fixed rule on the two texts it is shown.
-    struct Scripted(fn(&str, &str) -> Verdict);
+    struct Scripted(fn(&str, &str) -> Preference);
 
     impl PairJudge for Scripted {
-        async fn judge(&self, _prompt: &str, first: &str, second: &str) -> Result<(Verdict, String)> {
+        async fn judge(&self, _prompt: &str, first: &str, second: &str) -> Result<(Preference, String)> {
             Ok(((self.0)(first, second), String::new()))
         }
     }
@@ -396,14 +396,14 @@ mod tests {
     async fn scripted_judges_show_the_order_swap_and_tie_rule() {
         let pairs = [("good answer here", "bad"), ("good one", "bad answer words"), ("bad", "good")];
         // Always the first shown: every prompt a tie, and all decisive verdicts first.
-        let m = play(&Scripted(|_, _| Verdict::First), &pairs).await;
+        let m = play(&Scripted(|_, _| Preference::First), &pairs).await;
         assert_eq!((m.wins, m.ties, m.losses), (0, 3, 0));
         assert_eq!((m.win_rate, m.first_position_rate), (Some(0.5), Some(1.0)));
         // A consistent judge preferring "good…": A wins two, loses one, in both orders.
         let prefers_good = Scripted(|first, second| match (first.starts_with("good"), second.starts_with("good")) {
-            (true, false) => Verdict::First,
-            (false, true) => Verdict::Second,
-            _ => Verdict::Tie,
+            (true, false) => Preference::First,
+            (false, true) => Preference::Second,
+            _ => Preference::Tie,
         });
         let m = play(&prefers_good, &pairs).await;
         assert_eq!((m.wins, m.ties, m.losses, m.unparsed_verdicts), (2, 0, 1, 0));
@@ -411,7 +411,7 @@ mod tests {
         assert_eq!(m.first_position_rate, Some(0.5));
         assert_eq!((m.mean_tokens_a, m.mean_tokens_b), (Some(2.0), Some(5.0 / 3.0)));
         // A judge that cannot answer: all ties, all unparsed.
-        let m = play(&Scripted(|_, _| Verdict::Unparsed), &pairs).await;
+        let m = play(&Scripted(|_, _| Preference::Unparsed), &pairs).await;
         assert_eq!((m.ties, m.unparsed_verdicts, m.first_position_rate), (3, 6, None));
     }
 

@@ -202,7 +202,7 @@ pub async fn evaluate(args: &EvalRmArgs) -> Result<RmReport> {
                 let body = serde_json::json!({"prompt": item.prompt, "response": answer, "samples": args.samples,
                     "method": method, "seed": args.seed, "record": false});
                 let (client, url) = (client.clone(), url.clone());
-                async move { crate::bench::post_json(&client, &url, &body).await }
+                async move { crate::client::post_json(&client, &url, &body).await }
             });
             let answers = futures::future::try_join_all(judged).await?;
             judges.extend(answers.iter().map(|r| r["checkpoint_id"].as_i64()));

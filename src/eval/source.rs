@@ -62,8 +62,8 @@ impl Source {
         if !Path::new(&path).exists() {
             bail!("model {path} does not exist");
         }
-        let args = crate::cli::ServeArgs::defaults_for(&path)?;
-        let engine = crate::serve::load_engine(&args).await.with_context(|| format!("loading {path}"))?;
+        let options = crate::engine::load::EngineOptions::for_model(&path);
+        let engine = crate::engine::load::load(&options).await.with_context(|| format!("loading {path}"))?;
         let label = match checkpoint_id {
             Some(id) => format!("checkpoint {id} ({path})"),
             None => path,

@@ -15,7 +15,7 @@ pub use policy::{DecidedBy, NoPairReason, PairDecision, PairPolicy, Reward, Scor
 pub use template::JudgeTemplate;
 
 /// How a judge sample becomes a score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum JudgeMethod {
     /// The judge writes freely; its last `Score: <n>` line is the score (paper).

@@ -96,6 +96,17 @@ pub enum PairDecision {
     NoPair(NoPairReason),
 }
 
+impl PairDecision {
+    /// Counts the decision in the metrics (pairs formed, ties).
+    pub fn count(&self) {
+        match self {
+            Self::Pair { .. } => crate::metrics::pair_formed(),
+            Self::NoPair(NoPairReason::Tie) => crate::metrics::pair_tie(),
+            Self::NoPair(_) => {}
+        }
+    }
+}
+
 impl PairPolicy {
     /// The pair `reward` makes of the candidates, and which signal made it.
     pub fn decide_with(&self, reward: Reward, candidates: &[Scored]) -> (PairDecision, DecidedBy) {

@@ -9,5 +9,6 @@ pub mod fast;
 pub mod model;
 pub mod optim;
 pub mod run;
+pub mod settings;
 pub mod trainer;
 pub mod weights;

@@ -15,41 +15,14 @@ use tokio::sync::mpsc;
 
 use super::data::{self, ChatFormat, Fit, FitCounts, PairTokens, SftExample};
 use super::dpo::DpoConfig;
-use super::model::{LoraConfig, Model, Trainable};
-use super::optim::Decay;
-use super::trainer::{self, Observer, OptimConfig, StepMetrics, Summary};
+use super::model::Model;
+use super::settings::{DpoJob, Output, SftJob, TrainSettings, Watch};
+use super::trainer::{self, Observer, StepMetrics, Summary};
 use super::weights::LlamaWeights;
 use crate::checkpoint::export;
-use crate::cli::{DpoArgs, SftArgs, TrainArgs};
 use crate::engine::ChatMessage;
 use crate::store::training::{ClaimedPair, NewCheckpoint, RunCounts};
 use crate::store::{Checkpoint, Store};
-
-impl TrainArgs {
-    pub fn trainable(&self) -> Trainable {
-        Trainable {
-            freeze_embeddings: self.freeze_embeddings,
-            freeze_layers: self.freeze_layers,
-            lora: (self.lora_rank > 0)
-                .then(|| LoraConfig { rank: self.lora_rank, alpha: self.lora_alpha.unwrap_or(2.0 * self.lora_rank as f64) }),
-        }
-    }
-
-    fn optim(&self, lr: f64, final_lr: f64, decay: Decay) -> OptimConfig {
-        OptimConfig {
-            epochs: self.epochs.max(1),
-            lr,
-            final_lr,
-            decay: self.decay.unwrap_or(decay),
-            warmup_ratio: self.warmup_ratio,
-            batch_size: self.batch_size.max(1),
-            micro_batch: self.micro_batch.max(1),
-            max_grad_norm: (self.max_grad_norm > 0.0).then_some(self.max_grad_norm),
-            weight_decay: self.weight_decay,
-            seed: self.seed,
-        }
-    }
-}
 
 /// A name unique to this trainer process, stored on the pairs it claims.
 fn worker_name() -> String {
@@ -171,22 +144,21 @@ pub fn training_device() -> Result<candle_core::Device> {
     Ok(candle_core::Device::Cpu)
 }
 
-fn load_model(path: &Path, common: &TrainArgs) -> Result<Model> {
+fn load_model(path: &Path, train: &TrainSettings) -> Result<Model> {
     let mut weights = LlamaWeights::load(path).with_context(|| format!("loading {}", path.display()))?;
     weights.quantized.clear();
     let device = training_device()?;
     if !device.is_cpu() {
         weights = weights.to_device(&device)?;
     }
-    Model::from_weights(weights, &common.trainable(), DType::F32, common.seed)
+    Model::from_weights(weights, &train.trainable, DType::F32, train.optim.seed)
 }
 
 /// What the blocking half of a run needs.
 struct Job {
     base: PathBuf,
     out: PathBuf,
-    common: TrainArgs,
-    optim: OptimConfig,
+    train: TrainSettings,
     work: Work,
 }
 
@@ -197,14 +169,14 @@ enum Work {
 
 impl Job {
     fn run(self, observer: &mut dyn Observer) -> Result<Summary> {
-        let model = load_model(&self.base, &self.common)?;
+        let model = load_model(&self.base, &self.train)?;
         let (total, trained) = model.parameter_counts();
         tracing::info!(parameters = total, trained, "model loaded");
         let summary = match &self.work {
-            Work::Dpo(pairs, dpo) => trainer::train_dpo(&model, pairs, dpo, &self.optim, observer)?,
-            Work::Sft(examples) => trainer::train_sft(&model, examples, &self.optim, observer)?,
+            Work::Dpo(pairs, dpo) => trainer::train_dpo(&model, pairs, dpo, &self.train.optim, observer)?,
+            Work::Sft(examples) => trainer::train_sft(&model, examples, &self.train.optim, observer)?,
         };
-        export::write_like(&self.base, &model.export()?, self.common.dtype, &self.out)?;
+        export::write_like(&self.base, &model.export()?, self.train.dtype, &self.out)?;
         Ok(summary)
     }
 }
@@ -266,17 +238,19 @@ fn report(summary: &Summary, extra: serde_json::Value) {
     println!("{out}");
 }
 
-pub async fn dpo(args: DpoArgs) -> Result<()> {
-    let store = Store::connect_migrated(&args.database_url).await.context("connecting to and migrating the database")?;
-    if !args.watch {
-        return dpo_once(&store, &args).await;
-    }
-    let poll = Duration::from_secs(args.poll_secs.max(1));
-    tracing::info!(min_pairs = args.min_pairs, "watching for pairs of the active checkpoint");
+/// `srlm train dpo`: one run, or (`watch`) a run whenever the active checkpoint has
+/// enough pairs.
+pub async fn dpo(job: DpoJob, watch: Option<Watch>) -> Result<()> {
+    let store = Store::connect_migrated(&job.database_url).await.context("connecting to and migrating the database")?;
+    let Some(Watch { min_pairs, poll }) = watch else {
+        return dpo_once(&store, &job).await;
+    };
+    let poll = poll.max(Duration::from_secs(1));
+    tracing::info!(min_pairs, "watching for pairs of the active checkpoint");
     loop {
         let ready = match store.active_checkpoints().await {
             Ok(mut active) => match active.pop() {
-                Some(c) => store.claimable_pairs(c.id).await.map(|n| (n >= args.min_pairs.max(1)).then_some((c.id, n))),
+                Some(c) => store.claimable_pairs(c.id).await.map(|n| (n >= min_pairs.max(1)).then_some((c.id, n))),
                 None => Ok(None),
             },
             Err(e) => Err(e),
@@ -284,7 +258,7 @@ pub async fn dpo(args: DpoArgs) -> Result<()> {
         match ready {
             Ok(Some((id, n))) => {
                 tracing::info!(checkpoint_id = id, pairs = n, "enough pairs; training");
-                if let Err(e) = dpo_once(&store, &args).await {
+                if let Err(e) = dpo_once(&store, &job).await {
                     tracing::error!(error = %format!("{e:#}"), "training run failed; waiting for the next batch");
                 }
             }
@@ -298,48 +272,46 @@ pub async fn dpo(args: DpoArgs) -> Result<()> {
     }
 }
 
-/// One DPO run on the pairs of `--checkpoint` (default: the active checkpoint).
-async fn dpo_once(store: &Store, args: &DpoArgs) -> Result<()> {
+/// One DPO run on the pairs of `job.checkpoint` (default: the active checkpoint).
+async fn dpo_once(store: &Store, job: &DpoJob) -> Result<()> {
     let store = store.clone();
-    let base = match args.checkpoint {
+    let base = match job.checkpoint {
         Some(id) => store.checkpoint(id).await?.with_context(|| format!("no checkpoint {id}"))?,
         None => store.active_checkpoints().await?.pop().context("no active checkpoint; name one with --checkpoint")?,
     };
     let base_path = PathBuf::from(&base.path);
     let format = ChatFormat::load(&base_path)?;
-    let common = args.common.clone();
-    let dpo = DpoConfig { loss: args.loss, beta: args.beta, label_smoothing: args.label_smoothing };
+    let (train, output, dpo) = (&job.train, &job.output, job.dpo);
     if !(0.0..0.5).contains(&dpo.label_smoothing) {
         bail!("--label-smoothing must be in [0, 0.5), got {}", dpo.label_smoothing);
     }
     if dpo.beta <= 0.0 {
         bail!("--beta must be positive, got {}", dpo.beta);
     }
-    let optim = common.optim(args.lr, args.final_lr, Decay::Linear);
-    let limit = args.max_pairs.unwrap_or(i64::MAX);
-    let lease = Duration::from_secs(args.lease_secs.max(10));
+    let limit = job.max_pairs.unwrap_or(i64::MAX);
+    let lease = job.lease.max(Duration::from_secs(10));
 
-    if common.dry_run {
+    if output.dry_run {
         let peek = store.available_pairs(base.id, limit).await?;
-        let (pairs, counts) = pair_tokens(&format, &peek, common.max_len, common.truncation)?;
-        return dry_run("dpo", &base_path, &common, &optim, pairs.iter().map(|p| (p.tokens(), p.chosen.len() + p.rejected.len())), counts);
+        let (pairs, counts) = pair_tokens(&format, &peek, train.max_len, train.truncation)?;
+        return dry_run("dpo", &base_path, train, pairs.iter().map(|p| (p.tokens(), p.chosen.len() + p.rejected.len())), counts);
     }
 
     let worker = worker_name();
     let claimed = store.claim_pairs(base.id, &worker, limit, lease).await?;
-    let config = serde_json::json!({"dpo": dpo, "optim": optim, "trainable": common.trainable(), "max_len": common.max_len,
-        "truncation": common.truncation, "base": base.path, "dtype": common.dtype.suffix()});
+    let config = serde_json::json!({"dpo": dpo, "optim": train.optim, "trainable": train.trainable, "max_len": train.max_len,
+        "truncation": train.truncation, "base": base.path, "dtype": train.dtype.suffix()});
     let run_id = store.start_run("dpo", Some(base.id), &worker, &config).await?;
-    let out = common.out.clone().unwrap_or_else(|| default_out(&base_path, &format!("dpo-r{run_id}"), common.dtype));
+    let out = output.out.clone().unwrap_or_else(|| default_out(&base_path, &format!("dpo-r{run_id}"), train.dtype));
     let result = async {
-        let (pairs, counts) = pair_tokens(&format, &claimed, common.max_len, common.truncation)?;
+        let (pairs, counts) = pair_tokens(&format, &claimed, train.max_len, train.truncation)?;
         tracing::info!(run = run_id, claimed = claimed.len(), kept = counts.kept, truncated = counts.truncated, skipped = counts.skipped, "pairs claimed");
         if pairs.is_empty() {
-            bail!("no pairs to train on for checkpoint {} ({} claimed, {} too long for --max-len {})", base.id, claimed.len(), counts.skipped, common.max_len);
+            bail!("no pairs to train on for checkpoint {} ({} claimed, {} too long for --max-len {})", base.id, claimed.len(), counts.skipped, train.max_len);
         }
         let ids: Vec<i64> = pairs.iter().filter_map(|p| p.id).collect();
-        let job = Job { base: base_path.clone(), out: out.clone(), common: common.clone(), optim, work: Work::Dpo(pairs, dpo) };
-        let summary = supervise(job, Some((store.clone(), run_id, worker.clone(), lease))).await?;
+        let work = Job { base: base_path.clone(), out: out.clone(), train: train.clone(), work: Work::Dpo(pairs, dpo) };
+        let summary = supervise(work, Some((store.clone(), run_id, worker.clone(), lease))).await?;
         Ok((summary, ids, counts))
     }
     .await;
@@ -347,8 +319,8 @@ async fn dpo_once(store: &Store, args: &DpoArgs) -> Result<()> {
         Ok(r) => r,
         Err(e) => return Err(fail(&store, run_id, &worker, Some(&out), e).await),
     };
-    let new = new_checkpoint(&common, &out, Some(&base));
-    let registered = register(&store, run_id, &worker, &out, &new, &ids, run_counts(&summary, counts), !args.no_announce).await?;
+    let new = new_checkpoint(output, &out, Some(&base));
+    let registered = register(&store, run_id, &worker, &out, &new, &ids, run_counts(&summary, counts), job.announce).await?;
     // Pairs skipped for length go back for a trainer with a longer --max-len.
     store.release_pairs(&worker).await?;
     report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path,
@@ -357,8 +329,8 @@ async fn dpo_once(store: &Store, args: &DpoArgs) -> Result<()> {
 }
 
 /// The row for a run's output at `out`, child of `parent` (iteration 1 without one).
-fn new_checkpoint(common: &TrainArgs, out: &Path, parent: Option<&Checkpoint>) -> NewCheckpoint {
-    let name = common.name.clone().unwrap_or_else(|| out.file_stem().map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned()));
+fn new_checkpoint(output: &Output, out: &Path, parent: Option<&Checkpoint>) -> NewCheckpoint {
+    let name = output.name.clone().unwrap_or_else(|| out.file_stem().map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned()));
     NewCheckpoint {
         name,
         path: absolute(out),
@@ -431,11 +403,12 @@ fn format_of(p: &Path) -> &'static str {
     }
 }
 
-fn dry_run(kind: &str, base: &Path, common: &TrainArgs, optim: &OptimConfig, sizes: impl Iterator<Item = (usize, usize)>, counts: FitCounts) -> Result<()> {
+fn dry_run(kind: &str, base: &Path, train: &TrainSettings, sizes: impl Iterator<Item = (usize, usize)>, counts: FitCounts) -> Result<()> {
     let sizes: Vec<(usize, usize)> = sizes.collect();
     let tokens: usize = sizes.iter().map(|s| s.0).sum();
     let scored: usize = sizes.iter().map(|s| s.1).sum();
-    let model = load_model(base, common)?;
+    let optim = &train.optim;
+    let model = load_model(base, train)?;
     let (total, trained) = model.parameter_counts();
     let longest_micro = sizes.iter().map(|s| s.0).max().unwrap_or(0) * optim.micro_batch;
     let longest_scored = sizes.iter().map(|s| s.1).max().unwrap_or(0) * optim.micro_batch;
@@ -452,44 +425,43 @@ fn dry_run(kind: &str, base: &Path, common: &TrainArgs, optim: &OptimConfig, siz
     Ok(())
 }
 
-pub async fn sft(args: SftArgs) -> Result<()> {
-    let common = args.common.clone();
-    let format = ChatFormat::load(&args.model)?;
+/// `srlm train sft`: one run on chat files.
+pub async fn sft(job: SftJob) -> Result<()> {
+    let (train, output) = (&job.train, &job.output);
+    let format = ChatFormat::load(&job.model)?;
     let mut messages = Vec::new();
-    for file in &args.data {
+    for file in &job.data {
         messages.extend(data::read_chat_jsonl(file)?);
     }
-    let (examples, counts) = data::sft_examples(&format, &messages, common.max_len, common.truncation)?;
-    let optim = common.optim(args.lr, args.final_lr, Decay::Cosine);
-    if common.dry_run {
-        return dry_run("sft", &args.model, &common, &optim, examples.iter().map(|e| (e.prompt.len() + e.answer.len(), e.answer.len())), counts);
+    let (examples, counts) = data::sft_examples(&format, &messages, train.max_len, train.truncation)?;
+    if output.dry_run {
+        return dry_run("sft", &job.model, train, examples.iter().map(|e| (e.prompt.len() + e.answer.len(), e.answer.len())), counts);
     }
     if examples.is_empty() {
-        bail!("no examples to train on ({} read, {} too long for --max-len {})", messages.len(), counts.skipped, common.max_len);
+        bail!("no examples to train on ({} read, {} too long for --max-len {})", messages.len(), counts.skipped, train.max_len);
     }
     let started = Instant::now();
-    let Some(url) = &args.database_url else {
-        let out = common.out.clone().unwrap_or_else(|| default_out(&args.model, "sft", common.dtype));
-        let job = Job { base: args.model.clone(), out: out.clone(), common: common.clone(), optim, work: Work::Sft(examples) };
-        let summary = supervise(job, None).await.inspect_err(|_| {
+    let work = |out: &Path| Job { base: job.model.clone(), out: out.to_path_buf(), train: train.clone(), work: Work::Sft(examples) };
+    let Some(url) = &job.database_url else {
+        let out = output.out.clone().unwrap_or_else(|| default_out(&job.model, "sft", train.dtype));
+        let summary = supervise(work(&out), None).await.inspect_err(|_| {
             let _ = remove_output(&export::part_path(&out));
         })?;
         report(&summary, serde_json::json!({"path": absolute(&out), "truncated": counts.truncated, "skipped": counts.skipped, "wall_seconds": started.elapsed().as_secs_f64()}));
         return Ok(());
     };
     let store = Store::connect_migrated(url).await.context("connecting to and migrating the database")?;
-    let parent = store.checkpoint_by_path(&absolute(&args.model)).await?;
+    let parent = store.checkpoint_by_path(&absolute(&job.model)).await?;
     let worker = worker_name();
-    let config = serde_json::json!({"optim": optim, "trainable": common.trainable(), "max_len": common.max_len,
-        "truncation": common.truncation, "base": absolute(&args.model), "data": args.data, "dtype": common.dtype.suffix()});
+    let config = serde_json::json!({"optim": train.optim, "trainable": train.trainable, "max_len": train.max_len,
+        "truncation": train.truncation, "base": absolute(&job.model), "data": job.data, "dtype": train.dtype.suffix()});
     let run_id = store.start_run("sft", parent.as_ref().map(|p| p.id), &worker, &config).await?;
-    let out = common.out.clone().unwrap_or_else(|| default_out(&args.model, &format!("sft-r{run_id}"), common.dtype));
-    let job = Job { base: args.model.clone(), out: out.clone(), common: common.clone(), optim, work: Work::Sft(examples) };
-    let summary = match supervise(job, Some((store.clone(), run_id, worker.clone(), Duration::from_secs(600)))).await {
+    let out = output.out.clone().unwrap_or_else(|| default_out(&job.model, &format!("sft-r{run_id}"), train.dtype));
+    let summary = match supervise(work(&out), Some((store.clone(), run_id, worker.clone(), Duration::from_secs(600)))).await {
         Ok(s) => s,
         Err(e) => return Err(fail(&store, run_id, &worker, Some(&out), e).await),
     };
-    let new = new_checkpoint(&common, &out, parent.as_ref());
+    let new = new_checkpoint(output, &out, parent.as_ref());
     let registered = register(&store, run_id, &worker, &out, &new, &[], run_counts(&summary, counts), true).await?;
     report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path, "iteration": registered.iteration}));
     Ok(())

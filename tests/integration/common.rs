@@ -187,10 +187,10 @@ pub async fn own_database(name: &str) -> (Store, String) {
 /// A server of a test's own on loopback: `model` loaded the way `srlm serve` does, the
 /// active checkpoint `name` in `store`, hot-swap enabled under `admin_token`.
 pub async fn own_server(store: &Store, model: &Path, name: &str, admin_token: &str) -> (String, AppState, srlm::store::Checkpoint) {
-    let args = serve_args(model);
-    let engine = srlm::serve::load_engine(&args).await.unwrap();
+    let options = engine_options(model);
+    let engine = srlm::engine::load::load(&options).await.unwrap();
     let mut state = AppState::new(engine.clone(), store.clone(), test_limits());
-    state.loader = Some(srlm::serve::loader(&args));
+    state.loader = Some(srlm::serve::loader(options));
     state.admin_token = Some(Arc::new(admin_token.into()));
     let row = store.activate_served(name, &model.to_string_lossy(), "gguf").await.unwrap();
     state.set_registered(&engine, row.clone());
@@ -202,12 +202,13 @@ pub async fn own_server(store: &Store, model: &Path, name: &str, admin_token: &s
 }
 
 
-/// `srlm serve` options for `model` on the native engine, as the CLI parses them.
-pub fn serve_args(model: &Path) -> srlm::cli::ServeArgs {
-    let mut args = srlm::cli::ServeArgs::defaults_for(&model.to_string_lossy()).unwrap();
-    args.engine = srlm::cli::EngineChoice::Native;
-    args.max_seqs = 8;
-    args
+/// `srlm serve`'s engine options for `model`, on the native engine.
+pub fn engine_options(model: &Path) -> srlm::engine::load::EngineOptions {
+    srlm::engine::load::EngineOptions {
+        choice: srlm::engine::load::EngineChoice::Native,
+        max_seqs: 8,
+        ..srlm::engine::load::EngineOptions::for_model(&model.to_string_lossy())
+    }
 }
 
 

@@ -1,7 +1,8 @@
 //! `srlm loop` end to end on a server of its own (small settings): two iterations make
 //! M1 → M2 → M3 with full lineage, and a rerun picks up prompts already answered.
 
-use srlm::selfloop::{iterate, LoopArgs};
+use srlm::cli::{Cli, Command};
+use srlm::selfloop::iterate;
 
 use crate::common::{model_path, own_database, own_server, rt};
 
@@ -23,42 +24,29 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
         ];
         std::fs::write(&seeds, seed_prompts.iter().map(|p| serde_json::json!({"prompt": p}).to_string()).collect::<Vec<_>>().join("\n")).unwrap();
 
-        let loop_args = LoopArgs {
-            url: base.clone(),
-            database_url: url,
-            admin_token: "loop-token".into(),
-            iterations: 1,
-            prompts: 2,
-            seeds,
-            n: 2,
-            samples: 1,
-            method: "expected".into(),
-            max_tokens: 16,
-            concurrency: 2,
-            min_pairs: 1,
-            train_args: ["--batch-size=2", "--max-len=160", "--dtype=q8_0"].map(String::from).to_vec(),
-            seed: 5,
-            eval_ranked: Some(format!("{}/data/ranked.jsonl", env!("CARGO_MANIFEST_DIR")).into()),
-            eval_limit: Some(1),
-            // Half the prompts carry checkable instructions and the verifier decides
-            // their pairs; the gate measures every new checkpoint (tiny subsets, and a
-            // margin no checkpoint can miss: what is checked here is that it measures,
-            // stores and then swaps; refusing is tested with a scripted evaluation).
-            reward: srlm::judge::Reward::JudgeVerify,
-            verifiable_share: 0.5,
-            gate: srlm::selfloop::GateMode::On,
-            gate_ifeval: format!("{}/data/ifeval.jsonl", env!("CARGO_MANIFEST_DIR")).into(),
-            gate_prompts: 2,
-            gate_pairs: format!("{}/data/ranked.jsonl", env!("CARGO_MANIFEST_DIR")).into(),
-            gate_pair_limit: 1,
-            gate_margin: 1.0,
-            gate_max_tokens: 16,
-        };
+        // Half the prompts carry checkable instructions and the verifier decides their
+        // pairs; the gate measures every new checkpoint (tiny subsets, and a margin no
+        // checkpoint can miss: what is checked here is that it measures, stores and then
+        // swaps; refusing is tested with a scripted evaluation).
+        let data = |f: &str| format!("{}/data/{f}", env!("CARGO_MANIFEST_DIR"));
+        let seeds = seeds.to_string_lossy().into_owned();
+        #[rustfmt::skip]
+        let argv = [
+            "srlm", "loop", "--url", &base, "--database-url", &url, "--admin-token", "loop-token", "--prompts", "2",
+            "--seeds", &seeds, "--n", "2", "--samples", "1", "--method", "expected", "--max-tokens", "16",
+            "--concurrency", "2", "--seed", "5", "--eval-ranked", &data("ranked.jsonl"), "--eval-limit", "1",
+            "--reward", "judge+verify", "--verifiable-share", "0.5", "--gate-ifeval", &data("ifeval.jsonl"),
+            "--gate-prompts", "2", "--gate-pairs", &data("ranked.jsonl"), "--gate-pair-limit", "1", "--gate-margin", "1.0",
+            "--gate-max-tokens", "16", "--batch-size", "2", "--max-len", "160", "--dtype", "q8_0",
+        ];
+        let (cli, given) = Cli::try_parse_with_matches(argv).expect("loop flags");
+        let Command::Loop(loop_args) = cli.command else { unreachable!("parsed as loop") };
+        let loop_args = loop_args.with_preset(&given).config();
         // As if an earlier run died after answering one prompt of iteration 1.
         let client = reqwest::Client::new();
         let body = serde_json::json!({"messages": [{"role": "user", "content": "Name two planets in the solar system."}], "n": 2,
             "max_tokens": 16, "judge": {"samples": 1, "method": "expected"}, "source": "self_instruct", "iteration": 1});
-        srlm::bench::post_json(&client, &format!("{base}/generate"), &body).await.expect("a recorded generation");
+        srlm::client::post_json(&client, &format!("{base}/generate"), &body).await.expect("a recorded generation");
 
         let first = iterate(&loop_args, &store).await.expect("iteration 1");
         assert_eq!((first["prompts_answered_before"].as_u64(), first["prompts_answered_this_run"].as_u64()), (Some(1), Some(1)), "{first}");
@@ -110,7 +98,9 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
         // A gate that demands more than any checkpoint can show refuses M4: it stays
         // registered as `refused` with the reason, M3 keeps serving, and a rerun refuses
         // it again without training anew.
-        let strict = LoopArgs { gate_margin: -1.0, eval_ranked: None, ..loop_args.clone() };
+        let mut strict = loop_args.clone();
+        strict.gate.as_mut().expect("the gate is on").margin = -1.0;
+        strict.eval_ranked = None;
         let third = iterate(&strict, &store).await.expect("iteration 3 runs, then the gate refuses");
         assert_eq!(third["gate"]["refused"], true, "{third}");
         let m4 = third["output_checkpoint_id"].as_i64().unwrap();
@@ -146,7 +136,7 @@ fn a_loop_killed_mid_iteration_and_rerun_duplicates_nothing() {
         let argv = [
             "loop", "--url", &base, "--admin-token", "loop-token", "--prompts", "3", "--n", "2", "--samples", "1",
             "--method", "expected", "--max-tokens", "16", "--concurrency", "1", "--seeds", &seeds,
-            "--train-arg=--batch-size=2", "--train-arg=--max-len=160", "--train-arg=--dtype=q8_0", "--gate", "off",
+            "--batch-size", "2", "--max-len", "160", "--dtype", "q8_0", "--gate", "off",
         ];
         let answered = || async {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM prompts WHERE source = 'self_instruct' AND iteration = 1")

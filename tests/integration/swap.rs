@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use srlm::store::Store;
 use srlm::AppState;
 
-use crate::common::{model_path, own_database, own_server, rt, serve_args, test_limits};
+use crate::common::{engine_options, model_path, own_database, own_server, rt, test_limits};
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     serde_json::from_str(&client.get(url).send().await.unwrap().text().await.unwrap()).unwrap()
@@ -45,11 +45,11 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
         // Serve A the way `srlm serve` does.
         let (base, state, a_row) = own_server(&store, &a, "swap-a", "sesame").await;
         srlm::api::admin::follow(state);
-        let args = serve_args(&a);
+        let options = engine_options(&a);
         // A second replica on the same database follows the same announcements.
-        let replica_engine = srlm::serve::load_engine(&args).await.unwrap();
+        let replica_engine = srlm::engine::load::load(&options).await.unwrap();
         let mut replica = AppState::new(replica_engine.clone(), store.clone(), test_limits());
-        replica.loader = Some(srlm::serve::loader(&args));
+        replica.loader = Some(srlm::serve::loader(options));
         replica.set_registered(&replica_engine, a_row.clone());
         srlm::api::admin::follow(replica.clone());
         let b_id = register(&store, "swap-b", &b, Some(a_row.id)).await;

@@ -1,0 +1,102 @@
+//! Which engine serves a model, and loading it: `EngineOptions` is what the server,
+//! hot-swaps and in-process evaluation take (the CLI builds it from `srlm serve`'s flags).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::mistral::{MistralEngine, MistralOptions};
+use super::native::{NativeEngine, NativeOptions};
+use super::SharedEngine;
+use crate::checkpoint::gguf::WeightsChoice;
+
+/// `srlm serve`'s defaults.
+pub const DEFAULT_MAX_SEQS: usize = 32;
+pub const DEFAULT_PREFILL_CHUNK: usize = 256;
+
+/// `--engine`: which engine serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineChoice {
+    Auto,
+    Mistralrs,
+    Native,
+}
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// A .gguf file, an HF safetensors directory, or a Hugging Face id.
+    pub model: String,
+    pub name: Option<String>,
+    pub choice: EngineChoice,
+    pub max_seqs: usize,
+    pub prefill_chunk: usize,
+    pub prefix_cache: usize,
+    pub kv_cache_tokens: Option<usize>,
+    pub force_cpu: bool,
+    pub weights: WeightsChoice,
+}
+
+impl EngineOptions {
+    /// `srlm serve`'s defaults for `model`.
+    pub fn for_model(model: &str) -> Self {
+        Self {
+            model: model.to_string(),
+            name: None,
+            choice: EngineChoice::Auto,
+            max_seqs: DEFAULT_MAX_SEQS,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
+            prefix_cache: 0,
+            kv_cache_tokens: None,
+            force_cpu: false,
+            weights: WeightsChoice::Auto,
+        }
+    }
+
+    /// The same options for another model (a hot-swap).
+    pub fn with_model(&self, model: String, name: String) -> Self {
+        Self { model, name: Some(name), ..self.clone() }
+    }
+}
+
+/// Loads the engine the options name; `auto` takes the native engine for Llama-family
+/// models on CPU (it batches correctly there) and mistralrs otherwise.
+pub async fn load(options: &EngineOptions) -> anyhow::Result<SharedEngine> {
+    let on_cpu = mistralrs::best_device(options.force_cpu).map(|d| d.is_cpu()).unwrap_or(true);
+    let native = match options.choice {
+        EngineChoice::Native => true,
+        EngineChoice::Mistralrs => false,
+        EngineChoice::Auto => on_cpu && is_llama(Path::new(&options.model)),
+    };
+    if native {
+        let native = NativeOptions {
+            model: options.model.clone(),
+            name: options.name.clone(),
+            max_seqs: options.max_seqs,
+            prefill_chunk: options.prefill_chunk,
+        };
+        return Ok(Arc::new(tokio::task::spawn_blocking(move || NativeEngine::load(&native)).await??));
+    }
+    let mistral = MistralOptions {
+        model: options.model.clone(),
+        name: options.name.clone(),
+        max_seqs: options.max_seqs,
+        prefix_cache: options.prefix_cache,
+        force_cpu: options.force_cpu,
+        weights: options.weights,
+        kv_cache_tokens: options.kv_cache_tokens,
+    };
+    Ok(Arc::new(MistralEngine::load(&mistral).await?))
+}
+
+/// A local GGUF file or HF directory of a Llama-family model (the native engine's).
+fn is_llama(path: &Path) -> bool {
+    if path.is_dir() {
+        let config = std::fs::read_to_string(path.join("config.json")).unwrap_or_default();
+        return serde_json::from_str::<serde_json::Value>(&config).is_ok_and(|c| c["model_type"] == "llama");
+    }
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    candle_core::quantized::gguf_file::Content::read(&mut file)
+        .ok()
+        .and_then(|c| c.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned())
+        .is_some_and(|arch| arch == "llama")
+}
