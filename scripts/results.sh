@@ -102,10 +102,8 @@ for t in $(seq 2 $((ITERATIONS + 1))); do
     # (exits non-zero when the gate refuses M(t+1); its report is kept all the same)
     stage "iter$t" "$SRLM" loop --url "$URL" --admin-token "$TOKEN" --iterations 1 --prompts "$PROMPTS" --n "$N" \
         --samples "$SAMPLES" --method "$METHOD" --max-tokens "$MAX_TOKENS" --concurrency 8 \
-        --reward "$ARM" --verifiable-share "$SHARE" --seed "$t" \
-        --train-arg=--out="$child" --train-arg=--name="m$t-$SLUG" --train-arg=--lr="$LR" \
-        --train-arg=--final-lr="$FINAL_LR" --train-arg=--beta="$BETA" --train-arg=--epochs="$EPOCHS" \
-        --train-arg=--batch-size="$BATCH" || true
+        --reward "$ARM" --verifiable-share "$SHARE" --seed "$t" --out-dir "$CKPT" \
+        --lr "$LR" --final-lr "$FINAL_LR" --beta "$BETA" --epochs "$EPOCHS" --batch-size "$BATCH" || true
     child_id=$(id_of "$child")
     stage "m$t.ifeval" "$SRLM" eval ifeval --concurrency 32 --model "$child_id" --out "$OUT/m$t.ifeval.answers.json"
     stage "m$t.h2h" "$SRLM" eval h2h --a "$child_id" --b "$(id_of "$parent")" --judge "$M1_ID" --limit "$H2H_LIMIT" --concurrency 8 \
