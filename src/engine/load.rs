@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::mistral::{MistralEngine, MistralOptions};
+use super::mistral::MistralEngine;
 use super::native::{NativeEngine, NativeOptions};
 use super::SharedEngine;
 use crate::checkpoint::gguf::WeightsChoice;
@@ -28,11 +28,18 @@ pub struct EngineOptions {
     pub model: String,
     pub name: Option<String>,
     pub choice: EngineChoice,
+    /// Sequences decoded together (mistralrs batches only on a GPU).
     pub max_seqs: usize,
+    /// Prompt tokens per prefill step (native engine).
     pub prefill_chunk: usize,
+    /// Sequences kept in mistralrs's prefix cache (0 turns it off).
     pub prefix_cache: usize,
+    /// Tokens mistralrs's paged KV cache holds on a GPU, all sequences together
+    /// (default: 4096 per sequence of `max_seqs`).
     pub kv_cache_tokens: Option<usize>,
+    /// Run on CPU even when a GPU is available.
     pub force_cpu: bool,
+    /// Weight type to serve a GGUF file with in mistralrs (converted once, then reused).
     pub weights: WeightsChoice,
 }
 
@@ -76,16 +83,7 @@ pub async fn load(options: &EngineOptions) -> anyhow::Result<SharedEngine> {
         };
         return Ok(Arc::new(tokio::task::spawn_blocking(move || NativeEngine::load(&native)).await??));
     }
-    let mistral = MistralOptions {
-        model: options.model.clone(),
-        name: options.name.clone(),
-        max_seqs: options.max_seqs,
-        prefix_cache: options.prefix_cache,
-        force_cpu: options.force_cpu,
-        weights: options.weights,
-        kv_cache_tokens: options.kv_cache_tokens,
-    };
-    Ok(Arc::new(MistralEngine::load(&mistral).await?))
+    Ok(Arc::new(MistralEngine::load(options).await?))
 }
 
 /// A local GGUF file or HF directory of a Llama-family model (the native engine's).

@@ -21,33 +21,14 @@ use mistralrs::{
 };
 use tokio::sync::{mpsc, Semaphore};
 
+use super::load::EngineOptions;
 use super::sampler::{SampledToken, Sampler};
-use crate::checkpoint::gguf::{converted_copy, WeightsChoice};
+use crate::checkpoint::gguf::converted_copy;
 use super::text::{Piece, TextAssembler};
 use super::vocab::Vocab;
 use super::{
     Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt,
 };
-
-/// How to load a model into mistralrs.
-#[derive(Debug, Clone)]
-pub struct MistralOptions {
-    /// A `.gguf` file, a directory with HF safetensors, or a Hugging Face model id.
-    pub model: String,
-    /// Name clients use for the model; defaults to the file or directory name.
-    pub name: Option<String>,
-    /// Sequences decoded together where batching is correct (CUDA).
-    pub max_seqs: usize,
-    /// Sequences kept in the prefix cache (0 turns it off).
-    pub prefix_cache: usize,
-    /// Run on CPU even when a GPU is available.
-    pub force_cpu: bool,
-    /// Weight type to serve a GGUF file with (converted once, then reused).
-    pub weights: WeightsChoice,
-    /// Tokens the paged KV cache holds on a GPU, all sequences together (default:
-    /// 4096 per sequence of `max_seqs`; mistralrs's own default is 4096 in all).
-    pub kv_cache_tokens: Option<usize>,
-}
 
 pub struct MistralEngine {
     model: Model,
@@ -58,14 +39,14 @@ pub struct MistralEngine {
 
 /// The paged KV cache on a GPU: room for every sequence of `max_seqs` at 4096 tokens
 /// unless `--kv-cache-tokens` says otherwise.
-fn paged_attention(opts: &MistralOptions) -> Result<mistralrs::PagedAttentionConfig> {
+fn paged_attention(opts: &EngineOptions) -> Result<mistralrs::PagedAttentionConfig> {
     let tokens = opts.kv_cache_tokens.unwrap_or(opts.max_seqs.max(1) * 4096);
     tracing::info!(kv_cache_tokens = tokens, "paged attention");
     PagedAttentionMetaBuilder::default().with_gpu_memory(mistralrs::MemoryGpuConfig::ContextSize(tokens)).build()
 }
 
 impl MistralEngine {
-    pub async fn load(opts: &MistralOptions) -> Result<Self> {
+    pub async fn load(opts: &EngineOptions) -> Result<Self> {
         let device = mistralrs::best_device(opts.force_cpu).context("selecting a device")?;
         let on_cpu = device.is_cpu();
         let max_concurrent = if on_cpu { 1 } else { opts.max_seqs.max(1) };

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use srlm::engine::mistral::{MistralEngine, MistralOptions};
+use srlm::engine::mistral::MistralEngine;
 use srlm::engine::native::{NativeEngine, NativeOptions};
 use srlm::engine::SharedEngine;
 use srlm::store::Store;
@@ -61,18 +61,15 @@ pub fn engine(kind: &str) -> SharedEngine {
                     let options = NativeOptions { model: model_path(), name: None, max_seqs: 32, prefill_chunk: 256 };
                     Arc::new(NativeEngine::load(&options).expect("native engine loads the default model")) as SharedEngine
                 } else {
-                    let options = MistralOptions {
-                        model: model_path(),
-                        name: None,
-                        max_seqs: 32,
-                        prefix_cache: 0,
+                    let options = srlm::engine::load::EngineOptions {
+                        choice: srlm::engine::load::EngineChoice::Mistralrs,
                         force_cpu: true,
                         weights: if kind == "mistralrs-f32" {
                             srlm::checkpoint::gguf::WeightsChoice::F32
                         } else {
                             srlm::checkpoint::gguf::WeightsChoice::Auto
                         },
-                        kv_cache_tokens: None,
+                        ..srlm::engine::load::EngineOptions::for_model(&model_path())
                     };
                     Arc::new(MistralEngine::load(&options).await.expect("mistralrs loads the default model")) as SharedEngine
                 }
