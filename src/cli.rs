@@ -255,7 +255,8 @@ pub struct LoopArgs {
     #[arg(long, default_value_t = 0.0)]
     pub verifiable_share: f64,
     /// The swap gate: measure M(t+1) against M(t) before activating it, and keep M(t)
-    /// serving when M(t+1) is worse by more than --gate-margin. Run the server without
+    /// serving when M(t+1) is worse for sure (the 95 % interval of the paired change,
+    /// item by item, wholly below -(--gate-margin)). Run the server without
     /// --follow, so that only the loop activates checkpoints.
     #[arg(long, value_enum, default_value = "on")]
     pub gate: GateMode,
@@ -272,8 +273,9 @@ pub struct LoopArgs {
     /// Pairs of that file the gate judges.
     #[arg(long, default_value_t = 48)]
     pub gate_pair_limit: usize,
-    /// Largest tolerated drop on either measure (0.05 = 5 accuracy points).
-    #[arg(long, default_value_t = 0.05)]
+    /// Largest tolerated drop on either measure (0.05 = 5 accuracy points), at the upper
+    /// end of the paired change's 95 % interval; 0 refuses any drop the interval is sure of.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub gate_margin: f64,
     /// Most new tokens per gate answer.
     #[arg(long, default_value_t = 192)]

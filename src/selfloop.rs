@@ -263,7 +263,10 @@ pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
             if let Err(reasons) = &decision {
                 store.mark_checkpoint_refused(output, &reasons.join("; ")).await?;
             }
-            json!({"enabled": true, "refused": decision.is_err(), "reasons": decision.err(), "parent": parent, "child": child,
+            let (instructions, judge) = gate::changes(&parent, &child);
+            json!({"enabled": true, "refused": decision.is_err(), "reasons": decision.err(),
+                   "parent": parent.summary(), "child": child.summary(),
+                   "instruction_change": instructions, "judge_change": (judge.n > 0).then_some(judge),
                    "margin": settings.margin, "dataset": settings.dataset()})
         }
     };

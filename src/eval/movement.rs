@@ -64,17 +64,15 @@ pub fn movement(parent: &[(f64, f64)], child: &[(f64, f64)]) -> Movement {
     let margins = |lp: &[(f64, f64)]| lp[..n].iter().map(|(b, w)| b - w).collect::<Vec<_>>();
     let (pm, cm) = (margins(parent), margins(child));
     let changes: Vec<f64> = pm.iter().zip(&cm).map(|(p, c)| c - p).collect();
-    let m = mean(&changes);
-    let sd = if n > 1 { (changes.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() } else { 0.0 };
-    let half = if n > 0 { 1.96 * sd / (n as f64).sqrt() } else { 0.0 };
+    let change = super::stats::MeanInterval::of(&changes);
     let abs: Vec<f64> = parent[..n].iter().zip(&child[..n]).flat_map(|(p, c)| [(c.0 - p.0).abs(), (c.1 - p.1).abs()]).collect();
     Movement {
         pairs: n,
         parent_margin: mean(&pm),
         child_margin: mean(&cm),
-        margin_change: m,
-        margin_change_low: m - half,
-        margin_change_high: m + half,
+        margin_change: change.mean,
+        margin_change_low: change.low,
+        margin_change_high: change.high,
         mean_abs_logprob_change: mean(&abs),
     }
 }
