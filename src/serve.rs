@@ -33,7 +33,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.judge_template {
         state.judge_template = Arc::new(JudgeTemplate::from_file(path)?);
     }
-    state.loader = Some(loader(args.engine_options()));
+    state.slot.loader = Some(loader(args.engine_options()));
     state.admin_token = args.admin_token.clone().filter(|t| !t.is_empty()).map(Arc::new);
     state.api_keys = api::auth::ApiKeys::load(args.api_keys_file.as_deref(), args.api_keys.as_deref(), &args.open_routes)?.map(Arc::new);
     if state.api_keys.is_some() {
@@ -41,7 +41,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     register_in_background(&state);
     if args.follow {
-        api::admin::follow(state.clone());
+        state.slot.follow();
     }
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
@@ -91,7 +91,7 @@ pub fn register_in_background(state: &AppState) {
             match attempt.await {
                 Ok(checkpoint) => {
                     tracing::info!(checkpoint_id = checkpoint.id, name = %checkpoint.name, "checkpoint registered and active");
-                    state.set_registered(&engine, checkpoint);
+                    state.slot.set_registered(&engine, checkpoint);
                     return;
                 }
                 Err(err) => {

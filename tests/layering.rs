@@ -11,7 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["store"],
     &["engine", "train", "checkpoint"],
     &["judge"],
-    &["eval", "data", "selfinstruct", "selfloop"],
+    &["eval", "data", "generation", "selfinstruct", "selfloop", "swap"],
     &["api"],
     &["cli", "serve", "bench", "main", "lib"],
 ];

@@ -1,11 +1,5 @@
-//! Admin routes: hot-swap the served checkpoint, and roll back to its parent.
-//!
-//! A swap loads the new checkpoint beside the old one, marks it active in Postgres and
-//! then points new requests at it; requests already running finish on the old model,
-//! which is unloaded when the last of them ends. A checkpoint that fails to load is
-//! marked `failed` with its error, and the old one keeps serving.
-
-use std::time::Instant;
+//! Admin routes: hot-swap the served checkpoint and roll back to its parent (the swap
+//! itself is `crate::swap`), and self-instruction on the served model.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -17,8 +11,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Served};
+use super::{ApiError, AppState};
 use crate::store::Checkpoint;
+use crate::swap::{SwapError, Swapped};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(activate_checkpoint)).routes(routes!(rollback)).routes(routes!(self_instruct))
@@ -123,40 +118,21 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Serves checkpoint `id`: loads it, marks it active, swaps it in. Idempotent.
-pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiError> {
-    let _one_at_a_time = state.swap.lock().await;
-    let before = state.current();
-    let checkpoint = state.store.checkpoint(id).await?.ok_or_else(|| ApiError::NotFound(format!("no checkpoint {id}")))?;
-    if before.checkpoint_id() == Some(id) {
-        return Ok(SwapResponse {
-            checkpoint,
-            model: before.engine.info().name.clone(),
-            previous_checkpoint_id: Some(id),
-            load_seconds: 0.0,
-        });
+impl From<Swapped> for SwapResponse {
+    fn from(s: Swapped) -> Self {
+        Self { checkpoint: s.checkpoint, model: s.model, previous_checkpoint_id: s.previous_checkpoint_id, load_seconds: s.load_seconds }
     }
-    let Some(loader) = state.loader.clone() else {
-        return Err(ApiError::Conflict("this server cannot load checkpoints (no loader configured)".into()));
-    };
-    let started = Instant::now();
-    let engine = match loader(checkpoint.path.clone(), checkpoint.name.clone()).await {
-        Ok(engine) => engine,
-        Err(err) => {
-            let message = format!("loading checkpoint {id} ({}): {err:#}", checkpoint.path);
-            tracing::error!(checkpoint_id = id, error = %message, "checkpoint failed to load; the old model keeps serving");
-            crate::metrics::swap("failed", None);
-            state.store.mark_checkpoint_failed(id, &message).await?;
-            return Err(ApiError::LoadFailed(message));
+}
+
+impl From<SwapError> for ApiError {
+    fn from(err: SwapError) -> Self {
+        match err {
+            SwapError::NotFound(_) => Self::NotFound(err.to_string()),
+            SwapError::NoLoader | SwapError::NoParent => Self::Conflict(err.to_string()),
+            SwapError::LoadFailed(message) => Self::LoadFailed(message),
+            SwapError::Store(e) => e.into(),
         }
-    };
-    let load_seconds = started.elapsed().as_secs_f64();
-    let active = state.store.activate_checkpoint(id).await?.ok_or_else(|| ApiError::NotFound(format!("no checkpoint {id}")))?;
-    let model = engine.info().name.clone();
-    state.replace(Served { engine, checkpoint: Some(active.clone()) });
-    crate::metrics::swap("ok", Some(started.elapsed().as_secs_f64()));
-    tracing::info!(checkpoint_id = id, previous = ?before.checkpoint_id(), load_seconds, model = %model, "checkpoint swapped in");
-    Ok(SwapResponse { checkpoint: active, model, previous_checkpoint_id: before.checkpoint_id(), load_seconds })
+    }
 }
 
 /// Activate a checkpoint
@@ -181,7 +157,7 @@ pub async fn activate(state: &AppState, id: i64) -> Result<SwapResponse, ApiErro
 )]
 pub async fn activate_checkpoint(State(state): State<AppState>, headers: HeaderMap, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<SwapResponse>, ApiError> {
     authorize(&state, &headers)?;
-    Ok(Json(activate(&state, id).await?))
+    Ok(Json(state.slot.activate(id).await?.into()))
 }
 
 /// Roll back
@@ -204,47 +180,5 @@ pub async fn activate_checkpoint(State(state): State<AppState>, headers: HeaderM
 )]
 pub async fn rollback(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<SwapResponse>, ApiError> {
     authorize(&state, &headers)?;
-    let parent = state.current().checkpoint.as_ref().and_then(|c| c.parent_id);
-    let Some(parent) = parent else {
-        return Err(ApiError::Conflict("the served checkpoint has no parent to roll back to".into()));
-    };
-    Ok(Json(activate(&state, parent).await?))
-}
-
-/// `--follow`: activates every checkpoint a trainer announces on Postgres'
-/// `srlm_checkpoints` channel. Every replica listening does the same.
-pub fn follow(state: AppState) {
-    tokio::spawn(async move {
-        loop {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(state.store.pool()).await {
-                Ok(l) => l,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot listen for checkpoint announcements; retrying in 2 s");
-                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                    continue;
-                }
-            };
-            if let Err(err) = listener.listen(crate::store::CHECKPOINT_CHANNEL).await {
-                tracing::warn!(error = %err, "LISTEN failed; retrying in 2 s");
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-                continue;
-            }
-            tracing::info!(channel = crate::store::CHECKPOINT_CHANNEL, "following checkpoint announcements");
-            loop {
-                match listener.recv().await {
-                    Ok(note) => match note.payload().parse::<i64>() {
-                        Ok(id) => match activate(&state, id).await {
-                            Ok(swap) => tracing::info!(checkpoint_id = id, load_seconds = swap.load_seconds, "followed a new checkpoint"),
-                            Err(err) => tracing::error!(checkpoint_id = id, error = %err, "could not follow the announced checkpoint"),
-                        },
-                        Err(_) => tracing::warn!(payload = note.payload(), "ignoring an announcement that is not a checkpoint id"),
-                    },
-                    Err(err) => {
-                        tracing::warn!(error = %err, "lost the announcement connection; reconnecting");
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    Ok(Json(state.slot.rollback().await?.into()))
 }

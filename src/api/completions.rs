@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::ServedChecks;
 use super::chat::Usage;
 use super::error::ErrorBody;
 use super::logprobs::CompletionLogprobs;

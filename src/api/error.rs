@@ -125,6 +125,15 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<crate::generation::GenerationError> for ApiError {
+    fn from(err: crate::generation::GenerationError) -> Self {
+        match err {
+            crate::generation::GenerationError::Engine(e) => e.into(),
+            crate::generation::GenerationError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection.status() {

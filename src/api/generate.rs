@@ -1,6 +1,7 @@
 //! `POST /generate` (also `/v1/generate`): N candidates for one prompt, optionally
 //! judged by the same model, the best and worst made a preference pair, all recorded in
-//! Postgres in one transaction before the response is sent.
+//! Postgres in one transaction before the response is sent. The handler validates the
+//! request and shapes the answer; the step itself is `generation::run`.
 
 use axum::extract::State;
 use axum::Json;
@@ -9,14 +10,15 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::ServedChecks;
 use super::chat::{validate_messages, RequestMessage, ResponseMessage, Usage};
 use super::error::ErrorBody;
 use super::judge::{validate_judge_options, JudgeOptions, JudgmentOut};
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
 use super::{ApiError, ApiJson, AppState, Served};
-use crate::engine::{self, ChatMessage, Completion, Prompt};
-use crate::judge::{self, DecidedBy, JudgeSettings, NoPairReason, PairDecision, PairPolicy, Reward, Scored, Verdict};
-use crate::store::records::{NewCandidate, NewGeneration, NewJudgment, NewPair};
+use crate::engine::{ChatMessage, Prompt};
+use crate::generation::{self, Generated, GenerationJob, RecordAs};
+use crate::judge::{self, DecidedBy, JudgeSettings, NoPairReason, PairDecision, PairPolicy, Reward, Verdict};
 use crate::verify::{Instruction, Outcome};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -253,191 +255,80 @@ pub async fn generate(
     let served = state.current();
     let request = request.validate(&state, &served)?;
     let checkpoint_id = if request.record { Some(state.recording_checkpoint(&served).await?) } else { None };
-    let engine = served.engine.as_ref();
     let prompt = Prompt::Chat(request.messages.clone());
     served.check_prompt_tokens(state.limits.max_prompt_tokens, &prompt, "messages").await?;
-    // Each candidate is judged as soon as its own answer is done: the engine batches the
-    // judge samples of early answers with the decoding of late ones.
-    let question = judge::question_text(&request.messages);
-    let template = state.judge_template.as_ref();
-    let candidates = futures::future::try_join_all((0..request.sampling.n).map(|i| {
-        let generation = request.sampling.generation(prompt.clone(), i);
-        let settings = request
-            .judge
-            .as_ref()
-            .map(|s| JudgeSettings { seed: s.seed.wrapping_add(1000 * i as u64), ..s.clone() });
-        let question = &question;
-        async move {
-            let completion = engine::complete(engine, generation).await?;
-            let verdict = match settings {
-                Some(settings) => Some(judge::judge(engine, template, question, &completion.text, &settings).await?),
-                None => None,
-            };
-            Ok::<_, engine::EngineError>((completion, verdict))
-        }
-    }))
-    .await?;
-    let (completions, verdicts): (Vec<Completion>, Vec<Option<Verdict>>) = candidates.into_iter().unzip();
-    let verdicts: Option<Vec<Verdict>> = request.judge.is_some().then(|| verdicts.into_iter().flatten().collect());
-    let (done, usage) = super::tally(completions);
-    let completions: Vec<Completion> = done.iter().map(|(c, _)| c.clone()).collect();
-
-    let outcomes: Option<Vec<Outcome>> =
-        request.instructions.as_ref().map(|list| completions.iter().map(|c| Outcome::of(list, &c.text)).collect());
-    let decides = verdicts.is_some() || (request.reward != Reward::Judge && outcomes.is_some());
-    let decision = decides.then(|| {
-        let scored: Vec<Scored> = completions
-            .iter()
-            .enumerate()
-            .map(|(i, c)| Scored {
-                score: verdicts.as_ref().and_then(|vs| vs[i].mean),
-                length: c.text.chars().count(),
-                verified: outcomes.as_ref().map(|o| o[i].followed() as f32 / o[i].strict.len() as f32),
-            })
-            .collect();
-        request.policy.decide_with(request.reward, &scored)
-    });
-    let pair = match decision {
-        Some((PairDecision::Pair { chosen, rejected, chosen_score, rejected_score }, _)) => {
-            Some(NewPair { chosen, rejected, chosen_score, rejected_score })
-        }
-        _ => None,
+    let sampling = &request.sampling;
+    let job = GenerationJob {
+        generations: (0..sampling.n).map(|i| sampling.generation(prompt.clone(), i)).collect(),
+        record: checkpoint_id.map(|checkpoint_id| RecordAs {
+            checkpoint_id,
+            source: request.source.clone(),
+            iteration: request.iteration,
+            temperature: sampling.config.temperature,
+            top_p: sampling.config.top_p,
+            max_tokens: sampling.max_tokens,
+            seed: sampling.config.seed,
+        }),
+        messages: request.messages,
+        judge: request.judge.clone(),
+        policy: request.policy,
+        reward: request.reward,
+        instructions: request.instructions,
     };
-    let decided_by = decision.map(|d| d.1);
-    let decision = decision.map(|d| d.0);
-    if let Some(decision) = &decision {
-        decision.count();
-    }
+    let generated = generation::run(served.engine.as_ref(), &state.judge_template, &state.store, job).await?;
+    Ok(Json(response(&generated, request.judge.as_ref(), checkpoint_id.or(served.checkpoint_id()), &served.engine.info().name)))
+}
 
-    let ids = match checkpoint_id {
-        None => None,
-        Some(checkpoint_id) => {
-            let decided = pair.zip(decided_by).map(|(p, by)| Decided { by, pair: p, outcomes: outcomes.as_deref(), template: state.judge_template.sha256(), checkpoint_id });
-            let record = to_record(&request, checkpoint_id, &completions, verdicts.as_deref(), pair, decided);
-            Some(state.store.record_generation(&record).await?)
-        }
-    };
-
-    let choices = done
+/// The response to a generation step.
+fn response(generated: &Generated, judge: Option<&JudgeSettings>, checkpoint_id: Option<i64>, model: &str) -> GenerateResponse {
+    let ids = generated.ids.as_ref();
+    let candidate_id = |i: usize| ids.map(|ids| ids.candidate_ids[i]);
+    let choices = generated
+        .completions
         .iter()
         .enumerate()
         .map(|(i, (c, finish))| {
-            let verdict = verdicts.as_ref().map(|v| &v[i]);
+            let verdict = generated.verdicts.as_ref().map(|v| &v[i]);
             GeneratedChoice {
                 index: i,
                 message: ResponseMessage { role: "assistant".into(), content: c.text.clone() },
                 finish_reason: finish.reason.as_openai().into(),
-                candidate_id: ids.as_ref().map(|ids| ids.candidate_ids[i]),
+                candidate_id: candidate_id(i),
                 score: verdict.and_then(|v| v.mean),
                 parsed: verdict.map_or(0, Verdict::parsed),
-                judgments: verdict.map_or_else(Vec::new, |v| {
-                    JudgmentOut::list(v, ids.as_ref().map(|ids| ids.judgment_ids[i].as_slice()))
-                }),
-                verified: outcomes.as_ref().map(|o| o[i].clone()),
+                judgments: verdict.map_or_else(Vec::new, |v| JudgmentOut::list(v, ids.map(|ids| ids.judgment_ids[i].as_slice()))),
+                verified: generated.outcomes.as_ref().map(|o| o[i].clone()),
             }
         })
         .collect();
-    let candidate_id = |i: usize| ids.as_ref().map(|ids| ids.candidate_ids[i]);
-    let response = GenerateResponse {
+    GenerateResponse {
         id: format!("gen-{}", uuid::Uuid::new_v4().simple()),
         object: "srlm.generation".into(),
         created: chrono::Utc::now().timestamp(),
-        model: served.engine.info().name.clone(),
-        checkpoint_id: checkpoint_id.or(served.checkpoint_id()),
-        prompt_id: ids.as_ref().map(|ids| ids.prompt_id),
+        model: model.to_string(),
+        checkpoint_id,
+        prompt_id: ids.map(|ids| ids.prompt_id),
         choices,
-        pair: pair.map(|p| PairOut {
-            pair_id: ids.as_ref().and_then(|ids| ids.pair_id),
+        pair: generated.pair().zip(generated.decision).map(|(p, (_, decided_by))| PairOut {
+            pair_id: ids.and_then(|ids| ids.pair_id),
             chosen_index: p.chosen,
             rejected_index: p.rejected,
             chosen_candidate_id: candidate_id(p.chosen),
             rejected_candidate_id: candidate_id(p.rejected),
             chosen_score: p.chosen_score,
             rejected_score: p.rejected_score,
-            decided_by: decided_by.unwrap_or(DecidedBy::Judge),
+            decided_by,
         }),
-        no_pair_reason: match decision {
-            Some(PairDecision::NoPair(reason)) => Some(reason),
+        no_pair_reason: match generated.decision {
+            Some((PairDecision::NoPair(reason), _)) => Some(reason),
             _ => None,
         },
-        judge: request.judge.as_ref().zip(verdicts.as_ref()).map(|(s, vs)| JudgeSummary {
+        judge: judge.zip(generated.verdicts.as_ref()).map(|(s, vs)| JudgeSummary {
             method: s.method,
             samples_per_candidate: s.samples,
             total: vs.iter().map(|v| v.samples.len()).sum(),
             parsed: vs.iter().map(Verdict::parsed).sum(),
         }),
-        usage,
-    };
-    Ok(Json(response))
-}
-
-/// What decided a recorded pair, for its `decided_by` column.
-struct Decided<'a> {
-    by: DecidedBy,
-    pair: NewPair,
-    outcomes: Option<&'a [Outcome]>,
-    template: String,
-    checkpoint_id: i64,
-}
-
-fn to_record(
-    request: &ValidGenerate,
-    checkpoint_id: i64,
-    completions: &[Completion],
-    verdicts: Option<&[Verdict]>,
-    pair: Option<NewPair>,
-    decided: Option<Decided>,
-) -> NewGeneration {
-    let messages: Vec<serde_json::Value> =
-        request.messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect();
-    let candidates = completions
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let finish = c.finish.expect("complete() returns a finish");
-            NewCandidate {
-                text: c.text.clone(),
-                prompt_tokens: finish.prompt_tokens as i32,
-                completion_tokens: finish.completion_tokens as i32,
-                finish_reason: finish.reason.as_openai().into(),
-                temperature: request.sampling.config.temperature,
-                top_p: request.sampling.config.top_p,
-                max_tokens: request.sampling.max_tokens as i32,
-                seed: request.sampling.config.seed.wrapping_add(i as u64) as i64,
-            }
-        })
-        .collect();
-    let method = request.judge.as_ref().map_or("sample", |j| j.method.as_str());
-    let judgments = verdicts.map_or_else(Vec::new, |vs| vs.iter().map(|v| new_judgments(v, method)).collect());
-    NewGeneration {
-        messages: serde_json::Value::Array(messages),
-        source: request.source.clone(),
-        iteration: request.iteration,
-        checkpoint_id,
-        candidates,
-        judgments,
-        pair,
-        instructions: request.instructions.as_ref().map(|l| serde_json::to_value(l).expect("instructions serialize")),
-        decided_by: decided.map(|d| {
-            let outcome = |i: usize| d.outcomes.map(|o| &o[i].strict);
-            serde_json::json!({
-                "reward": request.reward.as_str(),
-                "by": d.by,
-                "method": request.judge.as_ref().map(|j| j.method.as_str()),
-                "judge_checkpoint_id": request.judge.as_ref().map(|_| d.checkpoint_id),
-                "template_sha256": request.judge.as_ref().map(|_| d.template),
-                "chosen": outcome(d.pair.chosen),
-                "rejected": outcome(d.pair.rejected),
-            })
-        }),
+        usage: super::usage_of(generated.completions.iter().map(|(_, finish)| finish)),
     }
-}
-
-pub(super) fn new_judgments(verdict: &Verdict, method: &str) -> Vec<NewJudgment> {
-    verdict
-        .samples
-        .iter()
-        .enumerate()
-        .map(|(k, s)| NewJudgment { sample_index: k as i32, method: method.into(), score: s.score, raw_text: s.text.clone() })
-        .collect()
 }

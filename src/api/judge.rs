@@ -8,9 +8,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::ServedChecks;
 use super::chat::{validate_messages, RequestMessage};
 use super::error::ErrorBody;
-use super::generate::new_judgments;
+use crate::generation::new_judgments;
 use super::{ApiError, ApiJson, AppState, Limits};
 use crate::engine::ChatMessage;
 use crate::judge::{self, JudgeMethod, JudgeSettings, Verdict};

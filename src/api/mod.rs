@@ -31,7 +31,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::engine::SharedEngine;
 use crate::judge::{JudgeTemplate, PairPolicy};
-use crate::store::{Checkpoint, Store};
+use crate::store::Store;
+use crate::swap::ServedSlot;
 pub use error::ApiError;
 
 /// Request limits; each one is named in the error a client gets when it is exceeded.
@@ -74,24 +75,19 @@ impl Default for Limits {
     }
 }
 
-/// The model being served and its `checkpoints` row, replaced as one on a swap. A
-/// request takes the current one at its start and keeps it to its end, so it is served,
-/// and recorded, by one checkpoint; the old engine is dropped (unloaded) when the last
-/// request holding it finishes.
-pub struct Served {
-    pub engine: SharedEngine,
-    /// The row, once the database has it.
-    pub checkpoint: Option<Checkpoint>,
-}
+pub use crate::swap::{EngineLoader, Served};
 
-impl Served {
-    pub fn checkpoint_id(&self) -> Option<i64> {
-        self.checkpoint.as_ref().map(|c| c.id)
-    }
-
+/// The request checks that need the served model.
+pub(crate) trait ServedChecks {
     /// 400 naming `field` when `prompt` (rendered with the chat template) has more tokens
     /// than `limit`.
-    pub async fn check_prompt_tokens(&self, limit: Option<usize>, prompt: &crate::engine::Prompt, field: &str) -> Result<(), ApiError> {
+    async fn check_prompt_tokens(&self, limit: Option<usize>, prompt: &crate::engine::Prompt, field: &str) -> Result<(), ApiError>;
+    /// Resolves the `model` a client named: the served model's name or `current`.
+    fn check_model(&self, requested: &str) -> Result<(), ApiError>;
+}
+
+impl ServedChecks for Served {
+    async fn check_prompt_tokens(&self, limit: Option<usize>, prompt: &crate::engine::Prompt, field: &str) -> Result<(), ApiError> {
         let Some(limit) = limit else { return Ok(()) };
         let Some(text) = prompt.text(self.engine.vocab()).map_err(|e| ApiError::field(field, e.to_string()))? else {
             return Ok(());
@@ -103,8 +99,7 @@ impl Served {
         Ok(())
     }
 
-    /// Resolves the `model` a client named: the served model's name or `current`.
-    pub fn check_model(&self, requested: &str) -> Result<(), ApiError> {
+    fn check_model(&self, requested: &str) -> Result<(), ApiError> {
         let name = &self.engine.info().name;
         if requested == name || requested == models::CURRENT_ALIAS {
             Ok(())
@@ -114,14 +109,11 @@ impl Served {
     }
 }
 
-/// Loads the engine for a checkpoint file (path, name) the way `srlm serve` loaded the
-/// first one.
-pub type EngineLoader = Arc<dyn Fn(String, String) -> futures::future::BoxFuture<'static, anyhow::Result<SharedEngine>> + Send + Sync>;
-
 /// Everything handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    served: Arc<std::sync::RwLock<Arc<Served>>>,
+    /// The served model; swaps go through it (`crate::swap`).
+    pub slot: ServedSlot,
     pub store: Store,
     pub limits: Arc<Limits>,
     /// The judge prompt (`--judge-template`).
@@ -131,25 +123,19 @@ pub struct AppState {
     admission: Arc<Semaphore>,
     /// Unix time the model was loaded (`created` in `/v1/models`).
     pub started_at: i64,
-    /// Loads checkpoints for hot-swaps; none means swaps are refused.
-    pub loader: Option<EngineLoader>,
     /// Bearer token of the admin routes; none means they are disabled.
     pub admin_token: Option<Arc<String>>,
     /// Keys the other routes require; none means they are open.
     pub api_keys: Option<Arc<auth::ApiKeys>>,
-    /// One swap at a time.
-    pub(crate) swap: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl AppState {
     pub fn new(engine: SharedEngine, store: Store, limits: Limits) -> Self {
         Self {
-            served: Arc::new(std::sync::RwLock::new(Arc::new(Served { engine, checkpoint: None }))),
+            slot: ServedSlot::new(engine, store.clone()),
             store,
-            loader: None,
             admin_token: None,
             api_keys: None,
-            swap: Arc::new(tokio::sync::Mutex::new(())),
             admission: Arc::new(Semaphore::new(limits.max_in_flight)),
             judge_template: Arc::new(JudgeTemplate::default()),
             pair_policy: PairPolicy::default(),
@@ -177,21 +163,7 @@ impl AppState {
 
     /// What is being served now.
     pub fn current(&self) -> Arc<Served> {
-        self.served.read().expect("the served lock is never poisoned").clone()
-    }
-
-    /// Makes `served` the model new requests get.
-    pub fn replace(&self, served: Served) {
-        *self.served.write().expect("the served lock is never poisoned") = Arc::new(served);
-    }
-
-    /// Records the served engine's row once registration finds it (unless a swap has
-    /// replaced that engine meanwhile).
-    pub fn set_registered(&self, engine: &SharedEngine, checkpoint: Checkpoint) {
-        let mut served = self.served.write().expect("the served lock is never poisoned");
-        if Arc::ptr_eq(&served.engine, engine) {
-            *served = Arc::new(Served { engine: engine.clone(), checkpoint: Some(checkpoint) });
-        }
+        self.slot.current()
     }
 
     /// The served checkpoint's row id, once the database has it.
@@ -229,17 +201,23 @@ pub(crate) async fn complete_all(
 pub(crate) fn tally(
     completions: Vec<crate::engine::Completion>,
 ) -> (Vec<(crate::engine::Completion, crate::engine::Finish)>, chat::Usage) {
-    let mut usage = chat::Usage::default();
-    let done = completions
+    let done: Vec<_> = completions
         .into_iter()
         .map(|c| {
             let finish = c.finish.expect("complete() returns a finish");
-            usage.add(&finish);
             (c, finish)
         })
         .collect();
-    tracing::Span::current().record("tokens", usage.completion_tokens);
+    let usage = usage_of(done.iter().map(|(_, finish)| finish));
     (done, usage)
+}
+
+/// The usage of finished generations, recorded in the request's span.
+pub(crate) fn usage_of<'a>(finishes: impl IntoIterator<Item = &'a crate::engine::Finish>) -> chat::Usage {
+    let mut usage = chat::Usage::default();
+    finishes.into_iter().for_each(|finish| usage.add(finish));
+    tracing::Span::current().record("tokens", usage.completion_tokens);
+    usage
 }
 
 /// `axum::Json` whose rejections come back in the API's error shape.

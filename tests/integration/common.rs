@@ -187,10 +187,10 @@ pub async fn own_server(store: &Store, model: &Path, name: &str, admin_token: &s
     let options = engine_options(model);
     let engine = srlm::engine::load::load(&options).await.unwrap();
     let mut state = AppState::new(engine.clone(), store.clone(), test_limits());
-    state.loader = Some(srlm::serve::loader(options));
+    state.slot.loader = Some(srlm::serve::loader(options));
     state.admin_token = Some(Arc::new(admin_token.into()));
     let row = store.activate_served(name, &model.to_string_lossy(), "gguf").await.unwrap();
-    state.set_registered(&engine, row.clone());
+    state.slot.set_registered(&engine, row.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let app = srlm::app(state.clone());

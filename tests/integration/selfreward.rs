@@ -151,7 +151,7 @@ fn recording_with_the_database_down_is_a_503_before_any_work_and_chat_still_work
         let engine = s.state.current().engine.clone();
         let state = AppState::new(engine.clone(), dead, test_limits());
         let registered: Checkpoint = s.state.current().checkpoint.clone().unwrap();
-        state.set_registered(&engine, registered);
+        state.slot.set_registered(&engine, registered);
         let call = |path: &str, body: Value| {
             axum::http::Request::post(path)
                 .header("content-type", "application/json")

@@ -44,14 +44,14 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
 
         // Serve A the way `srlm serve` does.
         let (base, state, a_row) = own_server(&store, &a, "swap-a", "sesame").await;
-        srlm::api::admin::follow(state);
+        state.slot.follow();
         let options = engine_options(&a);
         // A second replica on the same database follows the same announcements.
         let replica_engine = srlm::engine::load::load(&options).await.unwrap();
         let mut replica = AppState::new(replica_engine.clone(), store.clone(), test_limits());
-        replica.loader = Some(srlm::serve::loader(options));
-        replica.set_registered(&replica_engine, a_row.clone());
-        srlm::api::admin::follow(replica.clone());
+        replica.slot.loader = Some(srlm::serve::loader(options));
+        replica.slot.set_registered(&replica_engine, a_row.clone());
+        replica.slot.follow();
         let b_id = register(&store, "swap-b", &b, Some(a_row.id)).await;
         let c_id = register(&store, "swap-c", &a.with_file_name("swap-c.gguf"), Some(b_id)).await;
         std::os::unix::fs::symlink(model_path(), dir.join("swap-c.gguf")).unwrap();
