@@ -12,24 +12,16 @@ use std::path::PathBuf;
 
 use mistralrs::{GgufModelBuilder, RequestBuilder, TextMessageRole, TokenSource};
 
-const PROMPTS: [&str; 4] = [
-    "Give one tip for learning to cook.",
-    "Explain what a hash map is.",
-    "How do I keep basil alive?",
-    "Why is the sea salty?",
-];
+const PROMPTS: [&str; 4] =
+    ["Give one tip for learning to cook.", "Explain what a hash map is.", "How do I keep basil alive?", "Why is the sea salty?"];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let path = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| srlm::cli::DEFAULT_MODEL.to_string()));
     let dir = path.parent().map_or(".".into(), |p| p.display().to_string());
     let file = path.file_name().expect("a model file").to_string_lossy().to_string();
-    let model = GgufModelBuilder::new(dir, vec![file])
-        .with_token_source(TokenSource::None)
-        .with_force_cpu()
-        .with_max_num_seqs(4)
-        .build()
-        .await?;
+    let model =
+        GgufModelBuilder::new(dir, vec![file]).with_token_source(TokenSource::None).with_force_cpu().with_max_num_seqs(4).build().await?;
     // `RequestBuilder::new()` decodes greedily, so every difference is the batching.
     let ask = |p: &str| RequestBuilder::new().add_message(TextMessageRole::User, p).set_sampler_max_len(48);
     let answer = |r: mistralrs::ChatCompletionResponse| r.choices[0].message.content.clone().unwrap_or_default();

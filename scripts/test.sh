@@ -11,6 +11,8 @@ scripts/postgres.sh srlm_test
 # Charts draw their text with a system font (the PNG and SVG chart tests).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null; }
 python3 -c 'import openai' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'openai>=1.40'
+# The tree is formatted as rustfmt.toml says (where rustfmt is installed).
+if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
 # Unit tests, engine tests, and the HTTP suite on the native engine (the CPU default)…
 cargo test --release "$@"
 # …then the HTTP suite again on mistralrs: every endpoint must work with either engine

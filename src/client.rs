@@ -3,12 +3,8 @@
 
 /// POSTs JSON and returns the JSON answer; a non-2xx status is an error with the body.
 pub async fn post_json(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    let response = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(body)?)
-        .send()
-        .await?;
+    let response =
+        client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(serde_json::to_vec(body)?).send().await?;
     let status = response.status();
     let bytes = response.bytes().await?;
     anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&bytes));

@@ -131,8 +131,7 @@ pub async fn run(engine: &dyn Engine, template: &JudgeTemplate, store: &Store, j
 }
 
 fn to_record(job: &GenerationJob, record: &RecordAs, generated: &Generated, template: &JudgeTemplate) -> NewGeneration {
-    let messages: Vec<serde_json::Value> =
-        job.messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect();
+    let messages: Vec<serde_json::Value> = job.messages.iter().map(|m| serde_json::json!({"role": m.role, "content": m.content})).collect();
     let candidates = generated
         .completions
         .iter()

@@ -28,8 +28,10 @@ impl Progress {
         let what = what.into();
         let bar = ProgressBar::new(total);
         bar.set_style(
-            ProgressStyle::with_template(&format!("{{prefix:>9}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{eta}}) {{msg}}"))
-                .expect("a valid template"),
+            ProgressStyle::with_template(&format!(
+                "{{prefix:>9}} [{{elapsed_precise}}] {{wide_bar}} {{pos}}/{{len}} {unit} ({{eta}}) {{msg}}"
+            ))
+            .expect("a valid template"),
         );
         bar.set_prefix(what.clone());
         let now = Instant::now();
@@ -68,7 +70,12 @@ impl Progress {
             *at = now;
         }
         let (done, total) = (self.bar.position(), self.bar.length().unwrap_or(0));
-        tracing::info!(done, total, "{}", line(&self.inner.what, self.inner.unit, done, total, now.duration_since(self.inner.started), &self.bar.message()));
+        tracing::info!(
+            done,
+            total,
+            "{}",
+            line(&self.inner.what, self.inner.unit, done, total, now.duration_since(self.inner.started), &self.bar.message())
+        );
     }
 }
 
@@ -79,7 +86,11 @@ pub fn line(what: &str, unit: &str, done: u64, total: u64, elapsed: Duration, ms
         "-".to_string()
     } else {
         let secs = ((total - done) as f64 / rate).round() as u64;
-        if secs >= 60 { format!("{}m {}s", secs / 60, secs % 60) } else { format!("{secs}s") }
+        if secs >= 60 {
+            format!("{}m {}s", secs / 60, secs % 60)
+        } else {
+            format!("{secs}s")
+        }
     };
     let msg = if msg.is_empty() { String::new() } else { format!(" {msg}") };
     format!("{what}: {done}/{total} {unit} ({rate:.2}/s, ETA {eta}){msg}")
@@ -91,7 +102,10 @@ mod tests {
 
     #[test]
     fn a_line_says_done_total_rate_and_eta() {
-        assert_eq!(line("iter 1", "prompts", 12, 64, Duration::from_secs(60), "9 pairs"), "iter 1: 12/64 prompts (0.20/s, ETA 4m 20s) 9 pairs");
+        assert_eq!(
+            line("iter 1", "prompts", 12, 64, Duration::from_secs(60), "9 pairs"),
+            "iter 1: 12/64 prompts (0.20/s, ETA 4m 20s) 9 pairs"
+        );
         assert_eq!(line("ifeval", "prompts", 0, 10, Duration::from_secs(3), ""), "ifeval: 0/10 prompts (0.00/s, ETA -)");
         assert_eq!(line("ifeval", "prompts", 10, 10, Duration::from_secs(5), ""), "ifeval: 10/10 prompts (2.00/s, ETA -)");
     }

@@ -230,7 +230,12 @@ impl Completer {
                 Ok(response["choices"][0]["text"].as_str().unwrap_or_default().to_string())
             }
             Self::Engine(engine) => {
-                let sampling = crate::engine::SamplingConfig { temperature: temperature as f32, top_p: top_p as f32, seed, ..crate::engine::SamplingConfig::greedy() };
+                let sampling = crate::engine::SamplingConfig {
+                    temperature: temperature as f32,
+                    top_p: top_p as f32,
+                    seed,
+                    ..crate::engine::SamplingConfig::greedy()
+                };
                 let generation = crate::engine::Generation { prompt: crate::engine::Prompt::Text(prompt), sampling, max_tokens: 96, stop };
                 Ok(crate::engine::complete(engine.as_ref(), generation).await.map_err(|e| anyhow::anyhow!("{e}"))?.text)
             }

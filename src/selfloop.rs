@@ -111,7 +111,8 @@ impl Tally {
             let bucket = c["score"].as_f64().map_or_else(|| "unscored".to_string(), |s| format!("{}", s.round() as i64));
             *self.histogram.entry(bucket).or_default() += 1;
         }
-        let len = |i: &Value| i.as_u64().and_then(|i| choices.get(i as usize)).and_then(|c| c["message"]["content"].as_str()).map_or(0, str::len);
+        let len =
+            |i: &Value| i.as_u64().and_then(|i| choices.get(i as usize)).and_then(|c| c["message"]["content"].as_str()).map_or(0, str::len);
         self.verifiable_prompts += usize::from(choices.iter().any(|c| c["verified"].is_object()));
         if r["pair"].is_object() {
             self.pairs += 1;

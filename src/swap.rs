@@ -161,7 +161,9 @@ impl ServedSlot {
                     match listener.recv().await {
                         Ok(note) => match note.payload().parse::<i64>() {
                             Ok(id) => match slot.activate(id).await {
-                                Ok(swap) => tracing::info!(checkpoint_id = id, load_seconds = swap.load_seconds, "followed a new checkpoint"),
+                                Ok(swap) => {
+                                    tracing::info!(checkpoint_id = id, load_seconds = swap.load_seconds, "followed a new checkpoint")
+                                }
                                 Err(err) => tracing::error!(checkpoint_id = id, error = %err, "could not follow the announced checkpoint"),
                             },
                             Err(_) => tracing::warn!(payload = note.payload(), "ignoring an announcement that is not a checkpoint id"),

@@ -155,7 +155,11 @@ impl From<SwapError> for ApiError {
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
-pub async fn activate_checkpoint(State(state): State<AppState>, headers: HeaderMap, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<SwapResponse>, ApiError> {
+pub async fn activate_checkpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    super::ApiPath(id): super::ApiPath<i64>,
+) -> Result<Json<SwapResponse>, ApiError> {
     authorize(&state, &headers)?;
     Ok(Json(state.slot.activate(id).await?.into()))
 }

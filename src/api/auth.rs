@@ -35,11 +35,14 @@ impl ApiKeys {
     /// authentication).
     pub fn load(file: Option<&Path>, list: Option<&str>, open_routes: &str) -> Result<Option<Self>> {
         let unlabelled = |k: &str| ("api-key".to_string(), k.to_string());
-        let mut keys: Vec<(String, String)> = list.unwrap_or_default().split(',').map(str::trim).filter(|k| !k.is_empty()).map(unlabelled).collect();
+        let mut keys: Vec<(String, String)> =
+            list.unwrap_or_default().split(',').map(str::trim).filter(|k| !k.is_empty()).map(unlabelled).collect();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading API keys from {}", path.display()))?;
             keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(|l| match l.split_once(':') {
-                Some((label, key)) if !label.trim().is_empty() && !key.trim().is_empty() => (label.trim().to_string(), key.trim().to_string()),
+                Some((label, key)) if !label.trim().is_empty() && !key.trim().is_empty() => {
+                    (label.trim().to_string(), key.trim().to_string())
+                }
                 _ => unlabelled(l),
             }));
         }
@@ -58,7 +61,9 @@ impl ApiKeys {
 
     /// The label of key `given`, if it is one; every key is compared in constant time.
     pub fn label_of(&self, given: &str) -> Option<&str> {
-        self.keys.iter().fold(None, |found, (label, key)| if bool::from(given.as_bytes().ct_eq(key.as_bytes())) { Some(label.as_str()) } else { found })
+        self.keys
+            .iter()
+            .fold(None, |found, (label, key)| if bool::from(given.as_bytes().ct_eq(key.as_bytes())) { Some(label.as_str()) } else { found })
     }
 }
 

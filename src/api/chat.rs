@@ -7,10 +7,10 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ServedChecks;
 use super::error::ErrorBody;
 use super::logprobs::ChatLogprobs;
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
+use super::ServedChecks;
 use super::{stream, ApiError, ApiJson, AppState, Served};
 use crate::engine::{self, ChatMessage, Prompt};
 
@@ -281,13 +281,7 @@ pub async fn chat_completions(
             finish_reason: finish.reason.as_openai().into(),
         })
         .collect();
-    let response = ChatCompletionResponse {
-        id,
-        object: "chat.completion".into(),
-        created: chrono::Utc::now().timestamp(),
-        model,
-        choices,
-        usage,
-    };
+    let response =
+        ChatCompletionResponse { id, object: "chat.completion".into(), created: chrono::Utc::now().timestamp(), model, choices, usage };
     Ok(axum::Json(response).into_response())
 }

@@ -7,12 +7,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ServedChecks;
 use super::chat::Usage;
 use super::error::ErrorBody;
 use super::logprobs::CompletionLogprobs;
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
 use super::stream::{self, StreamKind, StreamMeta};
+use super::ServedChecks;
 use super::{ApiError, ApiJson, AppState, Served};
 use crate::engine::Prompt;
 
@@ -122,10 +122,7 @@ impl CompletionRequest {
         };
         let mut sampling = sampling::validate(input, &limits, SamplingDefaults::OPENAI)?;
         if prompts.len() > state.limits.max_n {
-            return Err(ApiError::field(
-                "prompt",
-                format!("prompt may hold at most {} items, got {}", state.limits.max_n, prompts.len()),
-            ));
+            return Err(ApiError::field("prompt", format!("prompt may hold at most {} items, got {}", state.limits.max_n, prompts.len())));
         }
         if self.ignore_eos {
             sampling.ignore_eos(served.engine.vocab());
@@ -181,10 +178,7 @@ pub struct CompletionResponse {
         (status = 500, description = "Internal error", body = ErrorBody),
     )
 )]
-pub async fn completions(
-    State(state): State<AppState>,
-    ApiJson(request): ApiJson<CompletionRequest>,
-) -> Result<Response, ApiError> {
+pub async fn completions(State(state): State<AppState>, ApiJson(request): ApiJson<CompletionRequest>) -> Result<Response, ApiError> {
     let permit = state.admit()?;
     let served = state.current();
     let request = request.validate(&state, &served)?;
@@ -194,11 +188,8 @@ pub async fn completions(
     for p in &request.prompts {
         served.check_prompt_tokens(state.limits.max_prompt_tokens, &Prompt::Text(p.clone()), "prompt").await?;
     }
-    let generations: Vec<_> = request
-        .prompts
-        .iter()
-        .flat_map(|p| (0..n).map(|i| request.sampling.generation(Prompt::Text(p.clone()), i)))
-        .collect();
+    let generations: Vec<_> =
+        request.prompts.iter().flat_map(|p| (0..n).map(|i| request.sampling.generation(Prompt::Text(p.clone()), i))).collect();
 
     if request.stream {
         let meta = StreamMeta { id, model, include_usage: request.include_usage, kind: StreamKind::Completion };

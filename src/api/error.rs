@@ -110,9 +110,7 @@ impl ApiError {
             Self::LoadFailed(_) => ("invalid_request_error", "checkpoint_load_failed", None),
             Self::Internal(_) => ("server_error", "internal_error", None),
         };
-        ErrorBody {
-            error: ErrorDetail { message: self.to_string(), kind: kind.into(), param, code: Some(code.into()) },
-        }
+        ErrorBody { error: ErrorDetail { message: self.to_string(), kind: kind.into(), param, code: Some(code.into()) } }
     }
 }
 
@@ -198,7 +196,8 @@ mod tests {
     #[test]
     fn serde_paths_become_the_param() {
         let (param, detail) =
-            json_error_path("Failed to deserialize the JSON body into the target type: messages[0].role: missing field `role` at line 1").unwrap();
+            json_error_path("Failed to deserialize the JSON body into the target type: messages[0].role: missing field `role` at line 1")
+                .unwrap();
         assert_eq!(param, "messages[0].role");
         assert!(detail.starts_with("missing field"));
         assert!(json_error_path("Failed to parse the request body as JSON: expected value").is_none());

@@ -10,11 +10,11 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ServedChecks;
 use super::chat::{validate_messages, RequestMessage, ResponseMessage, Usage};
 use super::error::ErrorBody;
 use super::judge::{validate_judge_options, JudgeOptions, JudgmentOut};
 use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
+use super::ServedChecks;
 use super::{ApiError, ApiJson, AppState, Served};
 use crate::engine::{ChatMessage, Prompt};
 use crate::generation::{self, Generated, GenerationJob, RecordAs};
@@ -109,9 +109,7 @@ impl GenerateRequest {
             (None, None) => return Err(ApiError::field("messages", "messages (or prompt) is required")),
             (None, Some(p)) if p.trim().is_empty() => return Err(ApiError::field("prompt", "prompt must not be empty")),
             (None, Some(p)) => vec![ChatMessage { role: "user".into(), content: p }],
-            (Some(m), None) if m.is_empty() => {
-                return Err(ApiError::field("messages", "messages must contain at least 1 message, got 0"))
-            }
+            (Some(m), None) if m.is_empty() => return Err(ApiError::field("messages", "messages must contain at least 1 message, got 0")),
             (Some(m), None) => validate_messages(m)?,
         };
         let mut limits = (*state.limits).clone();
@@ -136,7 +134,10 @@ impl GenerateRequest {
         };
         let policy = self.pair_policy.unwrap_or(state.pair_policy);
         if !MARGIN.contains(&(policy.min_margin as f64)) {
-            return Err(ApiError::field("pair_policy.min_margin", format!("min_margin must be between 0 and 5, got {}", policy.min_margin)));
+            return Err(ApiError::field(
+                "pair_policy.min_margin",
+                format!("min_margin must be between 0 and 5, got {}", policy.min_margin),
+            ));
         }
         if let Some(band) = policy.length_band {
             if !MARGIN.contains(&(band as f64)) {
@@ -159,7 +160,17 @@ impl GenerateRequest {
         }
         let instructions = self.instructions.filter(|l| !l.is_empty());
         let reward = self.reward.unwrap_or_default();
-        Ok(ValidGenerate { messages, sampling, judge, record: self.record.unwrap_or(true), policy, source, iteration, instructions, reward })
+        Ok(ValidGenerate {
+            messages,
+            sampling,
+            judge,
+            record: self.record.unwrap_or(true),
+            policy,
+            source,
+            iteration,
+            instructions,
+            reward,
+        })
     }
 }
 

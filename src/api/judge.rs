@@ -8,12 +8,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ServedChecks;
 use super::chat::{validate_messages, RequestMessage};
 use super::error::ErrorBody;
-use crate::generation::new_judgments;
+use super::ServedChecks;
 use super::{ApiError, ApiJson, AppState, Limits};
 use crate::engine::ChatMessage;
+use crate::generation::new_judgments;
 use crate::judge::{self, JudgeMethod, JudgeSettings, Verdict};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -164,10 +164,7 @@ pub struct JudgeResponse {
         (status = 503, description = "The database is unavailable; nothing was written", body = ErrorBody),
     )
 )]
-pub async fn judge(
-    State(state): State<AppState>,
-    ApiJson(request): ApiJson<JudgeRequest>,
-) -> Result<Json<JudgeResponse>, ApiError> {
+pub async fn judge(State(state): State<AppState>, ApiJson(request): ApiJson<JudgeRequest>) -> Result<Json<JudgeResponse>, ApiError> {
     let _permit = state.admit()?;
     let served = state.current();
     served.check_model(request.model.as_deref().unwrap_or(super::models::CURRENT_ALIAS))?;
@@ -184,20 +181,17 @@ pub async fn judge(
         (Some(_), Some(_)) => return Err(ApiError::field("response", "give either candidate_id or response, not both")),
         (None, None) => return Err(ApiError::field("response", "response (or candidate_id) is required")),
         (Some(_), None) if request.prompt.is_some() || request.messages.is_some() => {
-            return Err(ApiError::field("candidate_id", "give candidate_id alone (its prompt is stored), or prompt or messages with response"));
+            return Err(ApiError::field(
+                "candidate_id",
+                "give candidate_id alone (its prompt is stored), or prompt or messages with response",
+            ));
         }
         (Some(id), None) => {
-            let candidate = state
-                .store
-                .candidate(id)
-                .await
-                ?
-                .ok_or_else(|| ApiError::NotFound(format!("candidate {id} does not exist")))?;
+            let candidate = state.store.candidate(id).await?.ok_or_else(|| ApiError::NotFound(format!("candidate {id} does not exist")))?;
             let prompt = state
                 .store
                 .prompt(candidate.prompt_id)
-                .await
-                ?
+                .await?
                 .ok_or_else(|| ApiError::NotFound(format!("prompt {} does not exist", candidate.prompt_id)))?;
             let messages = validate_messages(
                 serde_json::from_value::<Vec<RequestMessage>>(prompt.messages).map_err(|e| ApiError::Internal(e.into()))?,
@@ -218,13 +212,9 @@ pub async fn judge(
 
     let verdict = judge::judge(served.engine.as_ref(), &state.judge_template, &question, &response, &settings).await?;
     let ids = match (candidate_id, checkpoint_id) {
-        (Some(candidate_id), Some(checkpoint_id)) => Some(
-            state
-                .store
-                .record_judgments(candidate_id, checkpoint_id, &new_judgments(&verdict, settings.method.as_str()))
-                .await
-                ?,
-        ),
+        (Some(candidate_id), Some(checkpoint_id)) => {
+            Some(state.store.record_judgments(candidate_id, checkpoint_id, &new_judgments(&verdict, settings.method.as_str())).await?)
+        }
         _ => None,
     };
     Ok(Json(JudgeResponse {

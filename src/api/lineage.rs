@@ -44,7 +44,10 @@ pub struct CheckpointLineage {
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
-pub async fn get_checkpoint(State(state): State<AppState>, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<CheckpointLineage>, ApiError> {
+pub async fn get_checkpoint(
+    State(state): State<AppState>,
+    super::ApiPath(id): super::ApiPath<i64>,
+) -> Result<Json<CheckpointLineage>, ApiError> {
     let store = &state.store;
     let checkpoint = store.checkpoint(id).await?.ok_or_else(|| ApiError::NotFound(format!("checkpoint {id} does not exist")))?;
     let parent = match checkpoint.parent_id {
@@ -56,12 +59,5 @@ pub async fn get_checkpoint(State(state): State<AppState>, super::ApiPath(id): s
         Some(r) => store.pairs_of_run(r.id).await?,
         None => (Vec::new(), Vec::new()),
     };
-    Ok(Json(CheckpointLineage {
-        checkpoint,
-        parent,
-        training_run: run,
-        pair_ids,
-        prompt_ids,
-        error: store.checkpoint_error(id).await?,
-    }))
+    Ok(Json(CheckpointLineage { checkpoint, parent, training_run: run, pair_ids, prompt_ids, error: store.checkpoint_error(id).await? }))
 }

@@ -94,7 +94,10 @@ impl ServedChecks for Served {
         };
         let tokens = self.engine.tokenize(&text).await?.len();
         if tokens > limit {
-            return Err(ApiError::field(field, format!("the prompt has {tokens} tokens; this server takes at most {limit} (--max-prompt-tokens)")));
+            return Err(ApiError::field(
+                field,
+                format!("the prompt has {tokens} tokens; this server takes at most {limit} (--max-prompt-tokens)"),
+            ));
         }
         Ok(())
     }
@@ -147,13 +150,10 @@ impl AppState {
     /// A place in the admission queue, or 429 at once when it is full. The permit lives
     /// as long as the request, streams included.
     pub fn admit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.admission
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| {
-                crate::metrics::rejected("overloaded");
-                ApiError::Overloaded { limit: self.limits.max_in_flight }
-            })
+        self.admission.clone().try_acquire_owned().map_err(|_| {
+            crate::metrics::rejected("overloaded");
+            ApiError::Overloaded { limit: self.limits.max_in_flight }
+        })
     }
 
     /// Requests admitted and not yet finished.
@@ -174,9 +174,9 @@ impl AppState {
     /// The id of `served`'s checkpoint when recording is possible: the checkpoint is
     /// registered and the database answers; 503 otherwise, before any work is done.
     pub async fn recording_checkpoint(&self, served: &Served) -> Result<i64, ApiError> {
-        let id = served.checkpoint_id().ok_or_else(|| {
-            ApiError::DatabaseUnavailable("the served checkpoint is not registered in the database yet".into())
-        })?;
+        let id = served
+            .checkpoint_id()
+            .ok_or_else(|| ApiError::DatabaseUnavailable("the served checkpoint is not registered in the database yet".into()))?;
         match tokio::time::timeout(std::time::Duration::from_secs(2), self.store.ping()).await {
             Ok(Ok(())) => Ok(id),
             Ok(Err(err)) => Err(err.into()),
@@ -191,16 +191,13 @@ pub(crate) async fn complete_all(
     engine: &dyn crate::engine::Engine,
     generations: Vec<crate::engine::Generation>,
 ) -> Result<(Vec<(crate::engine::Completion, crate::engine::Finish)>, chat::Usage), ApiError> {
-    let completions =
-        futures::future::try_join_all(generations.into_iter().map(|g| crate::engine::complete(engine, g))).await?;
+    let completions = futures::future::try_join_all(generations.into_iter().map(|g| crate::engine::complete(engine, g))).await?;
     Ok(tally(completions))
 }
 
 /// Pairs each finished completion with its finish and adds up the usage (also recorded
 /// on the request's span).
-pub(crate) fn tally(
-    completions: Vec<crate::engine::Completion>,
-) -> (Vec<(crate::engine::Completion, crate::engine::Finish)>, chat::Usage) {
+pub(crate) fn tally(completions: Vec<crate::engine::Completion>) -> (Vec<(crate::engine::Completion, crate::engine::Finish)>, chat::Usage) {
     let done: Vec<_> = completions
         .into_iter()
         .map(|c| {
@@ -227,12 +224,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let axum::Json(mut value) = axum::Json::<serde_json::Value>::from_request(req, state).await.map_err(|rejection| {
-            match ApiError::from(rejection) {
+        let axum::Json(mut value) =
+            axum::Json::<serde_json::Value>::from_request(req, state).await.map_err(|rejection| match ApiError::from(rejection) {
                 ApiError::BodyTooLarge { .. } => ApiError::BodyTooLarge { limit: state.limits.max_body_bytes },
                 other => other,
-            }
-        })?;
+            })?;
         integral_floats_as_integers(&mut value);
         serde_path_to_error::deserialize(value).map(Self).map_err(|err| {
             let path = err.path().to_string();
@@ -420,7 +416,11 @@ pub fn app(state: AppState) -> Router {
 
 /// Ends a request that has not produced its response head within the limit: the handler
 /// is dropped, which cancels its generations, and the client gets a 504.
-async fn deadline(axum::extract::State(state): axum::extract::State<AppState>, request: Request, next: axum::middleware::Next) -> axum::response::Response {
+async fn deadline(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let limit = state.limits.request_timeout;
     match tokio::time::timeout(limit, next.run(request)).await {

@@ -75,10 +75,5 @@ pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     responses((status = 200, body = ModelCard), (status = 404, description = "Unknown model", body = ErrorBody))
 )]
 pub async fn get_model(State(state): State<AppState>, super::ApiPath(model): super::ApiPath<String>) -> Result<Json<ModelCard>, ApiError> {
-    cards(&state)
-        .await
-        .into_iter()
-        .find(|c| c.id == model)
-        .map(Json)
-        .ok_or(ApiError::ModelNotFound(model))
+    cards(&state).await.into_iter().find(|c| c.id == model).map(Json).ok_or(ApiError::ModelNotFound(model))
 }

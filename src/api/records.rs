@@ -84,9 +84,11 @@ pub async fn get_prompt(State(state): State<AppState>, super::ApiPath(id): super
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     )
 )]
-pub async fn get_candidate(State(state): State<AppState>, super::ApiPath(id): super::ApiPath<i64>) -> Result<Json<CandidateDetail>, ApiError> {
-    let candidate =
-        state.store.candidate(id).await?.ok_or_else(|| ApiError::NotFound(format!("candidate {id} does not exist")))?;
+pub async fn get_candidate(
+    State(state): State<AppState>,
+    super::ApiPath(id): super::ApiPath<i64>,
+) -> Result<Json<CandidateDetail>, ApiError> {
+    let candidate = state.store.candidate(id).await?.ok_or_else(|| ApiError::NotFound(format!("candidate {id} does not exist")))?;
     let judgments = state.store.judgments_of_candidates(&[id]).await?;
     Ok(Json(CandidateDetail { candidate, judgments }))
 }
@@ -100,7 +102,9 @@ pub(crate) const EVALUATION_KINDS: [&str; 4] = ["rm", "h2h", "ifeval", "review"]
 /// 400 naming `param` unless `value` (when given) is one of `allowed`.
 fn one_of(param: &str, value: Option<&str>, allowed: &[&str]) -> Result<(), ApiError> {
     match value {
-        Some(v) if !allowed.contains(&v) => Err(ApiError::field(param, format!("{param} must be one of {}, got `{v}`", allowed.join(", ")))),
+        Some(v) if !allowed.contains(&v) => {
+            Err(ApiError::field(param, format!("{param} must be one of {}, got `{v}`", allowed.join(", "))))
+        }
         _ => Ok(()),
     }
 }
@@ -180,7 +184,8 @@ pub async fn list_prompts(
     one_of("source", q.source.as_deref(), &super::generate::SOURCES)?;
     ApiError::check_iteration(q.iteration)?;
     let (limit, offset) = page(q.limit, q.offset)?;
-    let filter = PromptFilter { iteration: q.iteration, source: q.source, checkpoint_id: q.checkpoint_id, has_pair: q.has_pair, judged: q.judged };
+    let filter =
+        PromptFilter { iteration: q.iteration, source: q.source, checkpoint_id: q.checkpoint_id, has_pair: q.has_pair, judged: q.judged };
     let data = state.store.prompts(&filter, limit, offset).await?;
     Ok(Json(PromptPage { data, limit, offset }))
 }
@@ -269,8 +274,7 @@ pub async fn review_pair(
     let (review, pair) = state
         .store
         .review_pair(id, request.verdict, note, &reviewer)
-        .await
-        ?
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("pair {id} does not exist")))?;
     Ok(Json(ReviewResponse { review, pair }))
 }

@@ -81,7 +81,11 @@ pub fn max_tokens_in_range(field: &str, value: i64, limits: &Limits) -> Result<u
 /// Which token budget a chat-style request gives: `max_completion_tokens`, else its
 /// deprecated alias `max_tokens`. When both are given the alias is ignored, but it must
 /// still be a valid budget.
-pub fn token_budget(max_completion_tokens: Option<i64>, max_tokens: Option<i64>, limits: &Limits) -> Result<Option<(&'static str, i64)>, ApiError> {
+pub fn token_budget(
+    max_completion_tokens: Option<i64>,
+    max_tokens: Option<i64>,
+    limits: &Limits,
+) -> Result<Option<(&'static str, i64)>, ApiError> {
     match (max_completion_tokens, max_tokens) {
         (Some(v), alias) => {
             if let Some(alias) = alias {

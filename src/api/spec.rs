@@ -92,7 +92,12 @@ pub fn constraints(limits: &Limits) -> Vec<Constraint> {
     out.push(c("SelfInstructRequest", "count", "minimum", json!(1)));
     out.push(c("SelfInstructRequest", "count", "maximum", json!(limits.max_self_instruct)));
     out.push(c("SelfInstructRequest", "max_attempts", "minimum", json!(1)));
-    out.push(c("SelfInstructRequest", "max_attempts", "maximum", json!(crate::selfinstruct::ATTEMPTS_PER_PROMPT * limits.max_self_instruct)));
+    out.push(c(
+        "SelfInstructRequest",
+        "max_attempts",
+        "maximum",
+        json!(crate::selfinstruct::ATTEMPTS_PER_PROMPT * limits.max_self_instruct),
+    ));
     out.push(c("SelfInstructRequest", "iteration", "minimum", json!(0)));
     out.push(c("SelfInstructRequest", "seeds", "minItems", json!(admin::MIN_SEEDS)));
     out.push(c("ReviewRequest", "note", "maxLength", json!(records::MAX_NOTE_CHARS)));
@@ -207,7 +212,8 @@ fn instead_of(field: (&str, &str), other: (&str, &str)) -> Value {
 /// `top_logprobs` comes with `logprobs: true`.
 fn declare_alternatives(doc: &mut Value) {
     let schemas = &mut doc["components"]["schemas"];
-    let question = json!([instead_of(("messages", "array"), ("prompt", "string")), instead_of(("prompt", "string"), ("messages", "array"))]);
+    let question =
+        json!([instead_of(("messages", "array"), ("prompt", "string")), instead_of(("prompt", "string"), ("messages", "array"))]);
     schemas["GenerateRequest"]["oneOf"] = question.clone();
     let mut stored = present("candidate_id", "integer");
     stored["not"] = json!({"anyOf": [present("response", "string"), present("prompt", "string"), present("messages", "array")]});
@@ -294,7 +300,8 @@ mod tests {
         assert_eq!(chat["max_completion_tokens"]["maximum"], json!(40));
         assert_eq!(chat["temperature"]["maximum"], json!(2.0));
         assert_eq!(chat["top_p"]["exclusiveMinimum"], json!(0));
-        let status = doc["paths"]["/pairs"]["get"]["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "status").unwrap().clone();
+        let status =
+            doc["paths"]["/pairs"]["get"]["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "status").unwrap().clone();
         assert_eq!(status["in"], "query");
         assert_eq!(status["schema"]["enum"], json!(["available", "claimed", "consumed", "excluded"]));
         let generate = &doc["components"]["schemas"]["GenerateRequest"]["properties"];

@@ -128,10 +128,7 @@ impl Shaper {
                     choices: vec![CompletionChunkChoice {
                         index: s.index,
                         text,
-                        logprobs: s
-                            .logprobs
-                            .filter(|_| self.want_logprobs)
-                            .map(|t| CompletionLogprobs::from_tokens(&t, offset)),
+                        logprobs: s.logprobs.filter(|_| self.want_logprobs).map(|t| CompletionLogprobs::from_tokens(&t, offset)),
                         finish_reason: s.finish,
                     }],
                     usage: None,

@@ -59,8 +59,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let r = level(&client, &args, &prompts, concurrency).await?;
         println!(
             "{:>11} {:>8} {:>6} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.2}",
-            r.concurrency, r.requests, r.errors, r.tokens_per_s, r.requests_per_s, r.latency_p50_s, r.latency_p95_s,
-            r.latency_p99_s, r.ttft_p50_s
+            r.concurrency,
+            r.requests,
+            r.errors,
+            r.tokens_per_s,
+            r.requests_per_s,
+            r.latency_p50_s,
+            r.latency_p95_s,
+            r.latency_p99_s,
+            r.ttft_p50_s
         );
         results.push(r);
     }
@@ -145,12 +152,8 @@ async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], c
 /// (from the final usage chunk).
 async fn one_request(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> anyhow::Result<Sample> {
     let start = Instant::now();
-    let mut response = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(body)?)
-        .send()
-        .await?;
+    let mut response =
+        client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(serde_json::to_vec(body)?).send().await?;
     anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
     let mut buffer = String::new();
     let mut ttft = None;
@@ -180,4 +183,3 @@ async fn one_request(client: &reqwest::Client, url: &str, body: &serde_json::Val
     let latency = start.elapsed();
     Ok(Sample { latency, ttft: ttft.unwrap_or(latency), tokens })
 }
-

@@ -57,8 +57,17 @@ pub async fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
         let r = run_method(&client, &args, method).await?;
         println!(
             "{:>12} {:>5} {:>7} {:>6} {:>7} {:>11.1} {:>11.1} {:>8.0} {:>5.0}% {:>4.0}% {:>6.0}",
-            r.method, r.concurrency, r.prompts, r.errors, r.scored_candidates, r.judged_candidates_per_min,
-            r.scored_candidates_per_min, r.pairs_per_hour, r.parse_rate * 100.0, r.tie_rate * 100.0, r.wall_s
+            r.method,
+            r.concurrency,
+            r.prompts,
+            r.errors,
+            r.scored_candidates,
+            r.judged_candidates_per_min,
+            r.scored_candidates_per_min,
+            r.pairs_per_hour,
+            r.parse_rate * 100.0,
+            r.tie_rate * 100.0,
+            r.wall_s
         );
         results.push(r);
     }
@@ -127,4 +136,3 @@ async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: 
     r.tie_rate = r.ties as f64 / r.prompts.max(1) as f64;
     Ok(r)
 }
-

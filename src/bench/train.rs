@@ -49,7 +49,12 @@ fn measure(args: &TrainBenchArgs) -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut tokens = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(0..vocab)).collect() };
     let pairs: Vec<PairTokens> = (0..args.pairs)
-        .map(|_| PairTokens { id: None, prompt: tokens(args.prompt_len), chosen: tokens(args.answer_len), rejected: tokens(args.answer_len) })
+        .map(|_| PairTokens {
+            id: None,
+            prompt: tokens(args.prompt_len),
+            chosen: tokens(args.answer_len),
+            rejected: tokens(args.answer_len),
+        })
         .collect();
     let cfg = OptimConfig { batch_size: args.batch_size, micro_batch: args.micro_batch, ..OptimConfig::dpo_default() };
     let rss_before = peak_rss();

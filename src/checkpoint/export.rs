@@ -58,8 +58,7 @@ fn gguf_tensors(w: &LlamaWeights, to: WeightType) -> Result<Vec<(String, QTensor
 pub fn write_gguf(base: &Path, weights: &LlamaWeights, to: WeightType, dst: &Path) -> Result<()> {
     let mut file = std::fs::File::open(base).with_context(|| format!("opening {}", base.display()))?;
     let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: {e}", base.display()))?;
-    let mut metadata: Vec<(String, gguf_file::Value)> =
-        content.metadata.into_iter().filter(|(k, _)| k != "general.file_type").collect();
+    let mut metadata: Vec<(String, gguf_file::Value)> = content.metadata.into_iter().filter(|(k, _)| k != "general.file_type").collect();
     metadata.push(("general.file_type".into(), gguf_file::Value::U32(file_type(to))));
     metadata.sort_by(|a, b| a.0.cmp(&b.0));
     let tensors = gguf_tensors(weights, to)?;

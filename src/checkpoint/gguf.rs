@@ -93,11 +93,7 @@ pub fn convert(src: &Path, dst: &Path, to: WeightType) -> Result<()> {
         let dims = tensor.shape().dims().to_vec();
         let row = *dims.last().unwrap_or(&0);
         let convertible = dims.len() >= 2 && tensor.dtype() != target && row % target.block_size() == 0;
-        let tensor = if convertible {
-            QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, target)?
-        } else {
-            tensor
-        };
+        let tensor = if convertible { QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, target)? } else { tensor };
         tensors.push((name.as_str(), tensor));
     }
     let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();

@@ -31,8 +31,10 @@ pub struct ImportCheckpointArgs {
 /// `gguf` or `safetensors`, after checking the files are readable as such.
 pub fn check_files(path: &Path) -> Result<&'static str> {
     if path.is_dir() {
-        let config = std::fs::read_to_string(path.join("config.json")).with_context(|| format!("{}: no readable config.json", path.display()))?;
-        let config: serde_json::Value = serde_json::from_str(&config).with_context(|| format!("{}: config.json is not JSON", path.display()))?;
+        let config =
+            std::fs::read_to_string(path.join("config.json")).with_context(|| format!("{}: no readable config.json", path.display()))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&config).with_context(|| format!("{}: config.json is not JSON", path.display()))?;
         if config["model_type"].as_str().is_none() {
             bail!("{}: config.json names no model_type", path.display());
         }
@@ -52,7 +54,8 @@ pub fn check_files(path: &Path) -> Result<&'static str> {
         return Ok("safetensors");
     }
     let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let content = candle_core::quantized::gguf_file::Content::read(&mut file).with_context(|| format!("{}: not a GGUF file", path.display()))?;
+    let content =
+        candle_core::quantized::gguf_file::Content::read(&mut file).with_context(|| format!("{}: not a GGUF file", path.display()))?;
     for key in ["general.architecture", "tokenizer.ggml.tokens"] {
         if !content.metadata.contains_key(key) {
             bail!("{}: GGUF metadata has no {key}", path.display());

@@ -54,7 +54,12 @@ pub fn agreeing(human: &[f32], samples: &[Vec<JudgeSample>]) -> Option<Vec<Judge
     let chosen: Vec<JudgeSample> = human
         .iter()
         .zip(samples)
-        .map(|(h, s)| s.iter().filter(|s| s.score.is_some()).min_by(|a, b| (a.score.unwrap() - h).abs().total_cmp(&(b.score.unwrap() - h).abs())).cloned())
+        .map(|(h, s)| {
+            s.iter()
+                .filter(|s| s.score.is_some())
+                .min_by(|a, b| (a.score.unwrap() - h).abs().total_cmp(&(b.score.unwrap() - h).abs()))
+                .cloned()
+        })
         .collect::<Option<_>>()?;
     for i in 0..human.len() {
         for j in 0..human.len() {
@@ -79,7 +84,14 @@ pub async fn run(args: MakeEftArgs) -> Result<()> {
         by_question.entry(s.question.clone()).or_default().push(s);
     }
     let questions: Vec<String> = by_question.keys().cloned().collect();
-    let settings = JudgeSettings { samples: args.samples, method: JudgeMethod::Sample, temperature: 0.7, top_p: 0.9, max_tokens: args.max_tokens, seed: 0 };
+    let settings = JudgeSettings {
+        samples: args.samples,
+        method: JudgeMethod::Sample,
+        temperature: 0.7,
+        top_p: 0.9,
+        max_tokens: args.max_tokens,
+        seed: 0,
+    };
     let (judge, settings, by_question) = (&judge, &settings, &by_question);
     let kept = crate::eval::over_prompts(&questions, args.concurrency, "eft", |i, question| async move {
         let responses = &by_question[question];

@@ -77,7 +77,10 @@ pub struct Label {
 
 impl Message {
     fn usable(&self) -> bool {
-        !self.deleted.unwrap_or(false) && self.review_result != Some(false) && !self.synthetic.unwrap_or(false) && !self.text.trim().is_empty()
+        !self.deleted.unwrap_or(false)
+            && self.review_result != Some(false)
+            && !self.synthetic.unwrap_or(false)
+            && !self.text.trim().is_empty()
     }
 
     /// Usable assistant replies with a rank, best first.
@@ -220,7 +223,12 @@ pub fn run(args: ImportOasstArgs) -> Result<()> {
         let path: &Path = &args.out.join(name);
         Ok(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?))
     };
-    let mut out = Outputs { ift: create("ift.jsonl")?, eft_train: create("eft.train.jsonl")?, eft_eval: create("eft.eval.jsonl")?, ranked: create("ranked.jsonl")? };
+    let mut out = Outputs {
+        ift: create("ift.jsonl")?,
+        eft_train: create("eft.train.jsonl")?,
+        eft_eval: create("eft.eval.jsonl")?,
+        ranked: create("ranked.jsonl")?,
+    };
     let counts = import(std::io::BufReader::new(input), &args, &template, &mut out)?;
     for w in [&mut out.ift, &mut out.eft_train, &mut out.eft_eval, &mut out.ranked] {
         w.flush()?;
@@ -287,10 +295,7 @@ mod tests {
     fn the_synthetic_export_becomes_the_papers_sets() {
         let (counts, [ift, eft_train, eft_eval, ranked]) = import_sample(0);
         // German, not-ready and deleted trees are skipped; three English prompts remain.
-        assert_eq!(
-            counts,
-            Counts { trees: 6, skipped: 3, ift: 3, eft_train: 5, eft_train_prompts: 2, eft_eval: 0, ranked_prompts: 0 }
-        );
+        assert_eq!(counts, Counts { trees: 6, skipped: 3, ift: 3, eft_train: 5, eft_train_prompts: 2, eft_eval: 0, ranked_prompts: 0 });
         assert_eq!(ift.len(), 3);
         assert_eq!(ift[0]["messages"][0]["content"], "Why do volcanoes erupt?");
         assert!(ift[0]["messages"][1]["content"].as_str().unwrap().starts_with("Magma"), "the rank-0 reply");

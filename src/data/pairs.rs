@@ -50,7 +50,9 @@ pub async fn run(args: ExportPairsArgs) -> Result<()> {
     let store = Store::connect_migrated(&args.database_url).await?;
     let pairs = store.pair_texts(args.checkpoint, args.iteration, args.status.as_deref()).await?;
     let mut out: Box<dyn Write> = match &args.out {
-        Some(path) => Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?)),
+        Some(path) => {
+            Box::new(std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?))
+        }
         None => Box::new(std::io::stdout().lock()),
     };
     for p in &pairs {

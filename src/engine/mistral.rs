@@ -15,20 +15,17 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use mistralrs::{
-    Constraint, CustomLogitsProcessor, DType, GgufModelBuilder, Model, NormalRequest,
-    PagedAttentionMetaBuilder, Request, RequestLike, RequestMessage, Response, SamplingParams,
-    Tensor, TextMessageRole, TextMessages, TextModelBuilder, TokenSource,
+    Constraint, CustomLogitsProcessor, DType, GgufModelBuilder, Model, NormalRequest, PagedAttentionMetaBuilder, Request, RequestLike,
+    RequestMessage, Response, SamplingParams, Tensor, TextMessageRole, TextMessages, TextModelBuilder, TokenSource,
 };
 use tokio::sync::{mpsc, Semaphore};
 
 use super::load::EngineOptions;
 use super::sampler::{SampledToken, Sampler};
-use crate::checkpoint::gguf::converted_copy;
 use super::text::{Piece, TextAssembler};
 use super::vocab::Vocab;
-use super::{
-    Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt,
-};
+use super::{Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt};
+use crate::checkpoint::gguf::converted_copy;
 
 pub struct MistralEngine {
     model: Model,
@@ -113,10 +110,7 @@ impl MistralEngine {
             Prompt::Text(text) => RequestMessage::Completion { text: text.clone(), echo_prompt: false, best_of: None },
         };
         // Greedy over the one-hot logits the processor returns: the processor decides.
-        let sampling_params = SamplingParams {
-            max_len: Some(generation.max_tokens),
-            ..SamplingParams::neutral()
-        };
+        let sampling_params = SamplingParams { max_len: Some(generation.max_tokens), ..SamplingParams::neutral() };
         let processor: Arc<dyn CustomLogitsProcessor> = steering;
         Request::Normal(Box::new(NormalRequest {
             messages,
@@ -238,13 +232,9 @@ fn chunk_finish(response: Response) -> Result<Option<FinishReason>, EngineError>
     };
     match response {
         Response::Chunk(chunk) => Ok(chunk.choices.first().and_then(|c| c.finish_reason.as_deref()).map(finish)),
-        Response::CompletionChunk(chunk) => {
-            Ok(chunk.choices.first().and_then(|c| c.finish_reason.as_deref()).map(finish))
-        }
+        Response::CompletionChunk(chunk) => Ok(chunk.choices.first().and_then(|c| c.finish_reason.as_deref()).map(finish)),
         Response::Done(done) => Ok(Some(done.choices.first().map_or(FinishReason::Stop, |c| finish(&c.finish_reason)))),
-        Response::CompletionDone(done) => {
-            Ok(Some(done.choices.first().map_or(FinishReason::Stop, |c| finish(&c.finish_reason))))
-        }
+        Response::CompletionDone(done) => Ok(Some(done.choices.first().map_or(FinishReason::Stop, |c| finish(&c.finish_reason)))),
         Response::ValidationError(e) => Err(EngineError::Invalid(e.to_string())),
         Response::InternalError(e) => Err(EngineError::Internal(e.to_string())),
         Response::ModelError(e, _) | Response::CompletionModelError(e, _) => Err(EngineError::Internal(e)),

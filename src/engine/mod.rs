@@ -103,7 +103,10 @@ pub struct TopLogprob {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// New text, with the log-probs of the tokens that produced it (when asked).
-    Delta { text: String, logprobs: Vec<TokenLogprob> },
+    Delta {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
     Done(Finish),
 }
 

@@ -36,7 +36,16 @@ pub struct SamplingConfig {
 
 impl SamplingConfig {
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, top_p: 1.0, top_k: 0, seed: 0, logprobs: None, allowed: Vec::new(), forced: Vec::new(), banned: Vec::new() }
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+            logprobs: None,
+            allowed: Vec::new(),
+            forced: Vec::new(),
+            banned: Vec::new(),
+        }
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -96,10 +105,7 @@ impl Sampler {
         };
         let allowed = self.cfg.allowed.iter().filter_map(|&t| logits.get(t as usize).map(|l| (t, l - log_z))).collect();
         let top = match self.cfg.logprobs {
-            Some(k) if k > 0 => top_k_indices(logits, k)
-                .into_iter()
-                .map(|i| (i as u32, logits[i] - log_z))
-                .collect(),
+            Some(k) if k > 0 => top_k_indices(logits, k).into_iter().map(|i| (i as u32, logits[i] - log_z)).collect(),
             _ => Vec::new(),
         };
         SampledToken { token: token as u32, logprob: logits[token] - log_z, top, allowed }
@@ -119,8 +125,7 @@ impl Sampler {
         let mut weights: Vec<f32> = logits.iter().map(|&l| (l - max) * inv_t).collect();
         // Masked (−∞) logits weigh 0, so the sum is the kept tokens' total.
         let total = exp_shifted(&mut weights, 0.0);
-        let probs: Vec<(usize, f32)> =
-            weights.into_iter().enumerate().zip(logits).filter(|(_, l)| l.is_finite()).map(|(p, _)| p).collect();
+        let probs: Vec<(usize, f32)> = weights.into_iter().enumerate().zip(logits).filter(|(_, l)| l.is_finite()).map(|(p, _)| p).collect();
         let keep = self.nucleus(probs, total);
         let kept: f32 = keep.iter().map(|p| p.1).sum();
         let mut u = self.rng.random::<f32>() * kept;

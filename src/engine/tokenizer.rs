@@ -46,8 +46,7 @@ pub fn from_gguf_metadata(md: &std::collections::HashMap<String, gguf_file::Valu
         .into_iter()
         .map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).context("merge without a space"))
         .collect::<Result<_>>()?;
-    let vocab: tokenizers::models::bpe::Vocab =
-        tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+    let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
     let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| anyhow::anyhow!("BPE: {e}"))?;
     let mut tokenizer = Tokenizer::new(bpe);
 

@@ -35,14 +35,9 @@ enum Encoding {
 impl Vocab {
     pub fn from_gguf(path: &Path) -> Result<Self> {
         let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let content = gguf_file::Content::read(&mut file)
-            .map_err(|e| anyhow::anyhow!("{}: not a GGUF file: {e}", path.display()))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: not a GGUF file: {e}", path.display()))?;
         let md = &content.metadata;
-        let model = md
-            .get("tokenizer.ggml.model")
-            .and_then(|v| v.to_string().ok())
-            .map(String::as_str)
-            .unwrap_or("gpt2");
+        let model = md.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("gpt2");
         let encoding = if model == "llama" { Encoding::SentencePiece } else { Encoding::ByteLevel };
         let tokens = md
             .get("tokenizer.ggml.tokens")
@@ -59,26 +54,22 @@ impl Vocab {
             None => vec![false; tokens.len()],
         };
         let mut vocab = Self::build(&tokens, encoding, special, eos);
-        let token_text = |key: &str| {
-            md.get(key).and_then(|v| v.to_u32().ok()).and_then(|id| tokens.get(id as usize)).cloned().unwrap_or_default()
-        };
-        vocab.chat_template = md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).map(|t| {
-            ChatTemplate::new(t.clone(), token_text("tokenizer.ggml.bos_token_id"), token_text("tokenizer.ggml.eos_token_id"))
-        });
+        let token_text =
+            |key: &str| md.get(key).and_then(|v| v.to_u32().ok()).and_then(|id| tokens.get(id as usize)).cloned().unwrap_or_default();
+        vocab.chat_template = md
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok())
+            .map(|t| ChatTemplate::new(t.clone(), token_text("tokenizer.ggml.bos_token_id"), token_text("tokenizer.ggml.eos_token_id")));
         Ok(vocab)
     }
 
     pub fn from_tokenizer_json(path: &Path) -> Result<Self> {
-        let tok = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let tok = tokenizers::Tokenizer::from_file(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let size = tok.get_vocab_size(true);
-        let tokens: Vec<String> =
-            (0..size as u32).map(|id| tok.id_to_token(id).unwrap_or_default()).collect();
+        let tokens: Vec<String> = (0..size as u32).map(|id| tok.id_to_token(id).unwrap_or_default()).collect();
         let byte_level = tokens.iter().any(|t| t.starts_with('Ġ'));
         let encoding = if byte_level { Encoding::ByteLevel } else { Encoding::SentencePiece };
-        let eos = ["<|im_end|>", "<|eot_id|>", "</s>", "<|endoftext|>"]
-            .iter()
-            .find_map(|t| tok.token_to_id(t));
+        let eos = ["<|im_end|>", "<|eot_id|>", "</s>", "<|endoftext|>"].iter().find_map(|t| tok.token_to_id(t));
         let mut special = vec![false; tokens.len()];
         for (id, added) in tok.get_added_tokens_decoder() {
             if added.special {
@@ -95,9 +86,7 @@ impl Vocab {
                 serde_json::Value::String(s) => s.clone(),
                 other => other["content"].as_str().unwrap_or_default().to_string(),
             };
-            vocab.chat_template = config["chat_template"]
-                .as_str()
-                .map(|t| ChatTemplate::new(t, token("bos_token"), token("eos_token")));
+            vocab.chat_template = config["chat_template"].as_str().map(|t| ChatTemplate::new(t, token("bos_token"), token("eos_token")));
         }
         Ok(vocab)
     }
@@ -119,7 +108,10 @@ impl Vocab {
         let tokens = tokens
             .iter()
             .map(|t| match encoding {
-                Encoding::ByteLevel => t.chars().map(|c| unmap.get(&c).copied()).collect::<Option<Vec<u8>>>()
+                Encoding::ByteLevel => t
+                    .chars()
+                    .map(|c| unmap.get(&c).copied())
+                    .collect::<Option<Vec<u8>>>()
                     // Special tokens such as `<|im_end|>` are not byte-mapped.
                     .unwrap_or_else(|| t.as_bytes().to_vec()),
                 Encoding::SentencePiece => sentencepiece_bytes(t),

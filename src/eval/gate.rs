@@ -159,7 +159,9 @@ pub async fn figures_of(store: &crate::store::Store, id: i64, settings: &GateSet
             return Ok(figures);
         }
     }
-    let source = Source::open(&id.to_string(), "current", None, Some(store)).await.with_context(|| format!("loading checkpoint {id} for the gate"))?;
+    let source = Source::open(&id.to_string(), "current", None, Some(store))
+        .await
+        .with_context(|| format!("loading checkpoint {id} for the gate"))?;
     let figures = measure(&source, settings).await?;
     let evaluation = crate::store::evaluations::NewEvaluation {
         kind: "ifeval",

@@ -110,9 +110,8 @@ pub fn outcome(a_first: Preference, b_first: Preference) -> Outcome {
     }
 }
 
-static VERDICT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\bverdict\b[\s*_`]*[:=][\s*_`]*(?:response\s*|output\s*)?(1|2|tie)\b").expect("valid regex")
-});
+static VERDICT: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?i)\bverdict\b[\s*_`]*[:=][\s*_`]*(?:response\s*|output\s*)?(1|2|tie)\b").expect("valid regex"));
 
 /// The judge's last `Verdict:` line, ignoring lines copied from either response.
 pub fn parse_verdict(judge_text: &str, responses: [&str; 2]) -> Preference {
@@ -305,7 +304,10 @@ pub async fn run(args: EvalH2hArgs) -> Result<()> {
     let m = metrics(&matches);
     let pct = super::pct;
     eprintln!("A: {}\nB: {}\njudge: {}", a.label(), b.label(), judge.source.label());
-    eprintln!("{:>8} {:>5} {:>5} {:>6} {:>9} {:>9} {:>8} {:>8} {:>9}", "prompts", "wins", "ties", "losses", "win rate", "LC win", "tokens A", "tokens B", "unparsed");
+    eprintln!(
+        "{:>8} {:>5} {:>5} {:>6} {:>9} {:>9} {:>8} {:>8} {:>9}",
+        "prompts", "wins", "ties", "losses", "win rate", "LC win", "tokens A", "tokens B", "unparsed"
+    );
     eprintln!(
         "{:>8} {:>5} {:>5} {:>6} {:>9} {:>9} {:>8.1} {:>8.1} {:>9}",
         m.prompts,

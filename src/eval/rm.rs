@@ -179,7 +179,9 @@ pub(crate) fn read_ranked(path: &std::path::Path) -> Result<Vec<Ranked>> {
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).with_context(|| format!("{}:{}: not a {{\"prompt\", \"answers\"}} line", path.display(), i + 1)))
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}: not a {{\"prompt\", \"answers\"}} line", path.display(), i + 1))
+        })
         .collect()
 }
 
@@ -242,7 +244,10 @@ pub async fn run(args: EvalRmArgs) -> Result<()> {
     let report = evaluate(&args).await?;
     let pct = super::pct;
     let num = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
-    eprintln!("{:>10} {:>8} {:>26} {:>7} {:>7} {:>8} {:>8} {:>6}", "method", "prompts", "pairwise [95% CI] (pairs)", "5-best", "exact", "spearman", "kendall", "parse");
+    eprintln!(
+        "{:>10} {:>8} {:>26} {:>7} {:>7} {:>8} {:>8} {:>6}",
+        "method", "prompts", "pairwise [95% CI] (pairs)", "5-best", "exact", "spearman", "kendall", "parse"
+    );
     for (method, m) in &report.results {
         let pairwise = match (m.pairwise_low, m.pairwise_high) {
             (Some(lo), Some(hi)) => format!("{} [{:.1}, {:.1}] ({})", pct(m.pairwise_accuracy), lo * 100.0, hi * 100.0, m.pairs),

@@ -28,8 +28,20 @@ pub struct Answer {
 }
 
 pub enum Source {
-    Http { client: reqwest::Client, base: String, url: String, model: String, api_key: Option<String>, checkpoint_id: Option<i64>, label: String },
-    Engine { engine: SharedEngine, checkpoint_id: Option<i64>, label: String },
+    Http {
+        client: reqwest::Client,
+        base: String,
+        url: String,
+        model: String,
+        api_key: Option<String>,
+        checkpoint_id: Option<i64>,
+        label: String,
+    },
+    Engine {
+        engine: SharedEngine,
+        checkpoint_id: Option<i64>,
+        label: String,
+    },
 }
 
 impl Source {
@@ -189,7 +201,9 @@ pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
     items
         .iter()
         .enumerate()
-        .map(|(i, item)| prompt_of(item).ok_or_else(|| anyhow!("{} item {}: no `prompt`, `instruction` or user message", path.display(), i + 1)))
+        .map(|(i, item)| {
+            prompt_of(item).ok_or_else(|| anyhow!("{} item {}: no `prompt`, `instruction` or user message", path.display(), i + 1))
+        })
         .collect()
 }
 
@@ -208,7 +222,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("srlm-prompts-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let jsonl = dir.join("p.jsonl");
-        std::fs::write(&jsonl, "{\"prompt\": \"a\"}\n\n{\"instruction\": \"b\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"c\"}]}\n").unwrap();
+        std::fs::write(
+            &jsonl,
+            "{\"prompt\": \"a\"}\n\n{\"instruction\": \"b\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"c\"}]}\n",
+        )
+        .unwrap();
         assert_eq!(read_prompts(&jsonl).unwrap(), ["a", "b", "c"]);
         let array = dir.join("p.json");
         std::fs::write(&array, r#"[{"instruction": "x", "dataset": "helpful_base"}]"#).unwrap();

@@ -89,10 +89,8 @@ pub async fn judge(
     settings: &JudgeSettings,
 ) -> Result<Verdict, EngineError> {
     let messages = vec![ChatMessage { role: "user".into(), content: template.render(question, response) }];
-    let samples = futures::future::try_join_all(
-        (0..settings.samples).map(|k| judge_once(engine, &messages, response, settings, k as u64)),
-    )
-    .await?;
+    let samples =
+        futures::future::try_join_all((0..settings.samples).map(|k| judge_once(engine, &messages, response, settings, k as u64))).await?;
     let scores: Vec<f32> = samples.iter().filter_map(|s| s.score).collect();
     crate::metrics::judge_samples(settings.method.as_str(), samples.len(), scores.len());
     let mean = (!scores.is_empty()).then(|| scores.iter().sum::<f32>() / scores.len() as f32);
@@ -129,9 +127,10 @@ async fn judge_once(
 
     // Force the score line and read the judge's probabilities of the digits 0–5.
     let vocab = engine.vocab();
-    let template = vocab.chat_template.as_ref().ok_or_else(|| {
-        EngineError::Invalid("the model has no chat template; constrained and expected judging need one".into())
-    })?;
+    let template = vocab
+        .chat_template
+        .as_ref()
+        .ok_or_else(|| EngineError::Invalid("the model has no chat template; constrained and expected judging need one".into()))?;
     let justification = written.text.trim_end().trim_end_matches(['*', '#', '_']).trim_end();
     let rendered = template.render(messages).map_err(|e| EngineError::Internal(format!("chat template: {e}")))?;
     let digits = digit_tokens(vocab);

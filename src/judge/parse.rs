@@ -17,13 +17,12 @@ static SCORE: LazyLock<Regex> = LazyLock::new(|| {
         r"(?i)^[\s#>*_`]*(?:(?:final|total|overall)\s+)?score[\s*_`]*(?:\(\s*0\s*-\s*5\s*\)[\s*_`]*)?[:=][\s*_`]*",
         r"(-?\d+(?:\.\d+)?)(?:\s*(?:/|out\s+of)\s*5(?:\.0+)?)?(?:\s*points?)?[\s*_`.]*$",
     ))
-        .expect("valid regex")
+    .expect("valid regex")
 });
 
 /// The judge's score, if its text ends its reasoning with a valid one.
 pub fn parse_score(judge_text: &str, judged_response: &str) -> Option<f32> {
-    let echoed: std::collections::HashSet<&str> =
-        judged_response.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let echoed: std::collections::HashSet<&str> = judged_response.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     let last = judge_text.lines().filter(|l| !echoed.contains(l.trim())).filter_map(|l| SCORE.captures(l)).last()?;
     let value: f32 = last[1].parse().ok()?;
     (0.0..=5.0).contains(&value).then_some(value)

@@ -169,13 +169,10 @@ fn verifier_pair(candidates: &[Scored]) -> Option<PairDecision> {
         .iter()
         .filter(|c| c.1 == top)
         .max_by(|a, b| judged(a.2).total_cmp(&judged(b.2)).then(b.2.length.cmp(&a.2.length)).then(b.0.cmp(&a.0)))?;
-    let rejected = verified
-        .iter()
-        .filter(|c| c.1 == bottom)
-        .min_by(|a, b| {
-            let low = |c: &Scored| c.score.unwrap_or(f32::INFINITY);
-            low(a.2).total_cmp(&low(b.2)).then(b.2.length.cmp(&a.2.length)).then(a.0.cmp(&b.0))
-        })?;
+    let rejected = verified.iter().filter(|c| c.1 == bottom).min_by(|a, b| {
+        let low = |c: &Scored| c.score.unwrap_or(f32::INFINITY);
+        low(a.2).total_cmp(&low(b.2)).then(b.2.length.cmp(&a.2.length)).then(a.0.cmp(&b.0))
+    })?;
     let (chosen_score, rejected_score) = match (chosen.2.score, rejected.2.score) {
         (Some(c), Some(r)) => (c, r),
         _ => (chosen.1 * 5.0, rejected.1 * 5.0),

@@ -99,9 +99,7 @@ impl Store {
 
 /// Makes checkpoint `id` the active one and every other inactive.
 async fn activate_in(tx: &mut sqlx::PgConnection, id: i64) -> Result<Option<Checkpoint>, sqlx::Error> {
-    sqlx::query!("UPDATE checkpoints SET status = 'inactive' WHERE status = 'active' AND id <> $1", id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!("UPDATE checkpoints SET status = 'inactive' WHERE status = 'active' AND id <> $1", id).execute(&mut *tx).await?;
     sqlx::query_as!(
         Checkpoint,
         r#"UPDATE checkpoints SET status = 'active', activated_at = now(), error = NULL WHERE id = $1
@@ -138,7 +136,10 @@ mod tests {
 }
 
 /// Inserts a new checkpoint row with status `registered`.
-pub(crate) async fn insert_checkpoint(conn: &mut sqlx::PgConnection, c: &super::training::NewCheckpoint) -> Result<Checkpoint, sqlx::Error> {
+pub(crate) async fn insert_checkpoint(
+    conn: &mut sqlx::PgConnection,
+    c: &super::training::NewCheckpoint,
+) -> Result<Checkpoint, sqlx::Error> {
     sqlx::query_as!(
         Checkpoint,
         r#"INSERT INTO checkpoints (name, path, format, parent_id, iteration, status)

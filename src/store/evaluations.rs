@@ -85,7 +85,13 @@ impl Store {
     }
 
     /// Measurements, oldest first, optionally of one kind and one checkpoint.
-    pub async fn evaluations(&self, kind: Option<&str>, checkpoint_id: Option<i64>, limit: i64, offset: i64) -> Result<Vec<Evaluation>, sqlx::Error> {
+    pub async fn evaluations(
+        &self,
+        kind: Option<&str>,
+        checkpoint_id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Evaluation>, sqlx::Error> {
         sqlx::query_as!(
             Evaluation,
             r#"SELECT e.id, e.kind, e.checkpoint_id, c.iteration AS "iteration?", e.opponent_checkpoint_id, e.subject, e.opponent,
@@ -103,7 +109,13 @@ impl Store {
     }
 
     /// The newest measurement of `kind` and `method` of a checkpoint on a dataset.
-    pub async fn latest_evaluation(&self, kind: &str, checkpoint_id: i64, method: &str, dataset: &str) -> Result<Option<Evaluation>, sqlx::Error> {
+    pub async fn latest_evaluation(
+        &self,
+        kind: &str,
+        checkpoint_id: i64,
+        method: &str,
+        dataset: &str,
+    ) -> Result<Option<Evaluation>, sqlx::Error> {
         sqlx::query_as!(
             Evaluation,
             r#"SELECT e.id, e.kind, e.checkpoint_id, c.iteration AS "iteration?", e.opponent_checkpoint_id, e.subject, e.opponent,
@@ -122,7 +134,12 @@ impl Store {
 
     /// Pairs with their prompt and answer texts, oldest first: of one checkpoint, of the
     /// checkpoints of one iteration, of one status — each filter optional.
-    pub async fn pair_texts(&self, checkpoint_id: Option<i64>, iteration: Option<i32>, status: Option<&str>) -> Result<Vec<PairText>, sqlx::Error> {
+    pub async fn pair_texts(
+        &self,
+        checkpoint_id: Option<i64>,
+        iteration: Option<i32>,
+        status: Option<&str>,
+    ) -> Result<Vec<PairText>, sqlx::Error> {
         sqlx::query_as!(
             PairText,
             r#"SELECT p.id, p.prompt_id, p.checkpoint_id, pr.messages, ch.text AS chosen, rj.text AS rejected,

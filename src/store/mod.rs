@@ -25,10 +25,7 @@ impl Store {
     /// A pool that connects on first use, so the server starts (and serves chat) while
     /// the database is still coming up; `/ready` says when it answers.
     pub fn connect_lazy(url: &str) -> Result<Self, sqlx::Error> {
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy(url)?;
+        let pool = PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(3)).connect_lazy(url)?;
         Ok(Self { pool })
     }
 

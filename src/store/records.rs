@@ -201,13 +201,15 @@ impl Store {
         }
         let mut judgment_ids = Vec::with_capacity(g.judgments.len());
         for (candidate, judgments) in g.judgments.iter().enumerate() {
-            let candidate_id = *candidate_ids.get(candidate).ok_or_else(|| sqlx::Error::Protocol("judgment of an unknown candidate".into()))?;
+            let candidate_id =
+                *candidate_ids.get(candidate).ok_or_else(|| sqlx::Error::Protocol("judgment of an unknown candidate".into()))?;
             judgment_ids.push(insert_judgments(&mut tx, candidate_id, g.checkpoint_id, judgments).await?);
         }
         let pair_id = match g.pair {
             None => None,
             Some(p) => {
-                let lookup = |i: usize| candidate_ids.get(i).copied().ok_or_else(|| sqlx::Error::Protocol("pair names an unknown candidate".into()));
+                let lookup =
+                    |i: usize| candidate_ids.get(i).copied().ok_or_else(|| sqlx::Error::Protocol("pair names an unknown candidate".into()));
                 let (chosen, rejected) = (lookup(p.chosen)?, lookup(p.rejected)?);
                 Some(
                     sqlx::query_scalar!(
@@ -338,9 +340,14 @@ impl Store {
 
     /// Stores a prompt on its own (self-instruction) and returns its id.
     pub async fn insert_prompt(&self, messages: &serde_json::Value, source: &str, iteration: i32) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar!("INSERT INTO prompts (messages, source, iteration) VALUES ($1, $2, $3) RETURNING id", storable_json(messages), source, iteration)
-            .fetch_one(&self.pool)
-            .await
+        sqlx::query_scalar!(
+            "INSERT INTO prompts (messages, source, iteration) VALUES ($1, $2, $3) RETURNING id",
+            storable_json(messages),
+            source,
+            iteration
+        )
+        .fetch_one(&self.pool)
+        .await
     }
 
     /// The last user message of every stored prompt (of one source, if given).
@@ -458,12 +465,11 @@ mod tests {
         // The pair is written last; a pair of a candidate with itself violates a CHECK.
         g.pair = Some(NewPair { chosen: 0, rejected: 0, chosen_score: 4.0, rejected_score: 4.0 });
         assert!(store.record_generation(&g).await.is_err());
-        let counts: (i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM prompts), (SELECT count(*) FROM candidates), (SELECT count(*) FROM judgments)",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+        let counts: (i64, i64, i64) =
+            sqlx::query_as("SELECT (SELECT count(*) FROM prompts), (SELECT count(*) FROM candidates), (SELECT count(*) FROM judgments)")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
         assert_eq!(counts, (0, 0, 0));
     }
 

@@ -62,7 +62,13 @@ pub struct Agreement {
 impl Store {
     /// Records a review and applies it to an `available` pair, in one transaction;
     /// `None` when the pair does not exist.
-    pub async fn review_pair(&self, pair_id: i64, verdict: ReviewVerdict, note: Option<&str>, reviewer: &str) -> Result<Option<(ReviewRow, PairRow)>, sqlx::Error> {
+    pub async fn review_pair(
+        &self,
+        pair_id: i64,
+        verdict: ReviewVerdict,
+        note: Option<&str>,
+        reviewer: &str,
+    ) -> Result<Option<(ReviewRow, PairRow)>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let Some(pair) = sqlx::query!("SELECT status, chosen_id, rejected_id FROM pairs WHERE id = $1 FOR UPDATE", pair_id)
             .fetch_optional(&mut *tx)

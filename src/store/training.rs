@@ -72,7 +72,13 @@ fn seconds(d: Duration) -> f64 {
 }
 
 impl Store {
-    pub async fn start_run(&self, kind: &str, base_checkpoint_id: Option<i64>, worker: &str, config: &serde_json::Value) -> Result<i64, sqlx::Error> {
+    pub async fn start_run(
+        &self,
+        kind: &str,
+        base_checkpoint_id: Option<i64>,
+        worker: &str,
+        config: &serde_json::Value,
+    ) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar!(
             "INSERT INTO training_runs (kind, base_checkpoint_id, worker, config) VALUES ($1, $2, $3, $4) RETURNING id",
             kind,
@@ -88,7 +94,13 @@ impl Store {
     /// lease has run out, for `lease`. Runs still `running` under a worker whose lease ran
     /// out (a trainer that died without a word) are marked failed in the same
     /// transaction.
-    pub async fn claim_pairs(&self, checkpoint_id: i64, worker: &str, limit: i64, lease: Duration) -> Result<Vec<ClaimedPair>, sqlx::Error> {
+    pub async fn claim_pairs(
+        &self,
+        checkpoint_id: i64,
+        worker: &str,
+        limit: i64,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedPair>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!(
             "UPDATE training_runs SET status = 'failed', finished_at = now(),
@@ -236,9 +248,7 @@ impl Store {
         .await?;
         // Servers started with --follow activate it (delivered when this commits).
         if announce {
-            sqlx::query!("SELECT pg_notify($1, $2)", super::CHECKPOINT_CHANNEL, registered.id.to_string())
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query!("SELECT pg_notify($1, $2)", super::CHECKPOINT_CHANNEL, registered.id.to_string()).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(registered)
@@ -268,7 +278,8 @@ impl Store {
 
     /// The pairs a run trained on, and the prompts they came from (both in id order).
     pub async fn pairs_of_run(&self, run_id: i64) -> Result<(Vec<i64>, Vec<i64>), sqlx::Error> {
-        let rows = sqlx::query!("SELECT id, prompt_id FROM pairs WHERE consumed_by_run = $1 ORDER BY id", run_id).fetch_all(&self.pool).await?;
+        let rows =
+            sqlx::query!("SELECT id, prompt_id FROM pairs WHERE consumed_by_run = $1 ORDER BY id", run_id).fetch_all(&self.pool).await?;
         let pairs = rows.iter().map(|r| r.id).collect();
         let mut prompts: Vec<i64> = rows.iter().map(|r| r.prompt_id).collect();
         prompts.sort_unstable();
@@ -302,7 +313,13 @@ impl Store {
     }
 
     /// Stores what `srlm loop` measured for the iteration that started from `base_id`.
-    pub async fn record_iteration(&self, iteration: i32, base_id: i64, output_id: i64, report: &serde_json::Value) -> Result<(), sqlx::Error> {
+    pub async fn record_iteration(
+        &self,
+        iteration: i32,
+        base_id: i64,
+        output_id: i64,
+        report: &serde_json::Value,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query!(
             "INSERT INTO iteration_reports (iteration, base_checkpoint_id, output_checkpoint_id, report) VALUES ($1, $2, $3, $4)
              ON CONFLICT (base_checkpoint_id) DO UPDATE SET report = EXCLUDED.report, output_checkpoint_id = EXCLUDED.output_checkpoint_id",
@@ -429,7 +446,8 @@ mod tests {
 
         let run = store.start_run("dpo", Some(ck), "dead", &serde_json::json!({})).await.unwrap();
         let ids: Vec<i64> = dead.iter().map(|p| p.id).collect();
-        let new = NewCheckpoint { name: "m1".into(), path: "/models/m1.gguf".into(), format: "gguf".into(), parent_id: Some(ck), iteration: 1 };
+        let new =
+            NewCheckpoint { name: "m1".into(), path: "/models/m1.gguf".into(), format: "gguf".into(), parent_id: Some(ck), iteration: 1 };
         let err = store.finish_run(run, "dead", &new, &ids, RunCounts::default(), true).await.unwrap_err();
         assert!(matches!(err, FinishError::LeaseLost { lost: 3 }), "{err}");
         assert!(store.checkpoint(ck + 1).await.unwrap().is_none(), "nothing registered");

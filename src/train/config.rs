@@ -27,7 +27,9 @@ impl LlamaConfig {
         if arch != "llama" {
             bail!("architecture `{arch}` is not Llama-family");
         }
-        let get = |key: &str| -> Result<&gguf_file::Value> { md.get(&format!("llama.{key}")).with_context(|| format!("GGUF has no llama.{key}")) };
+        let get = |key: &str| -> Result<&gguf_file::Value> {
+            md.get(&format!("llama.{key}")).with_context(|| format!("GGUF has no llama.{key}"))
+        };
         let int = |key: &str| -> Result<usize> { Ok(get(key)?.to_u32().map_err(|e| anyhow::anyhow!("llama.{key}: {e}"))? as usize) };
         let float = |key: &str| -> Result<f32> { get(key)?.to_f32().map_err(|e| anyhow::anyhow!("llama.{key}: {e}")) };
         let hidden = int("embedding_length")?;

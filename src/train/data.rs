@@ -150,7 +150,12 @@ pub fn read_chat_jsonl(path: &Path) -> Result<Vec<Vec<ChatMessage>>> {
 }
 
 /// Tokenizes chat examples for SFT, fitting them to `max_len`.
-pub fn sft_examples(format: &ChatFormat, examples: &[Vec<ChatMessage>], max_len: usize, policy: Truncation) -> Result<(Vec<SftExample>, FitCounts)> {
+pub fn sft_examples(
+    format: &ChatFormat,
+    examples: &[Vec<ChatMessage>],
+    max_len: usize,
+    policy: Truncation,
+) -> Result<(Vec<SftExample>, FitCounts)> {
     let mut counts = FitCounts::default();
     let mut out = Vec::with_capacity(examples.len());
     for messages in examples {
@@ -187,7 +192,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("srlm-jsonl-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let good = dir.join("good.jsonl");
-        std::fs::write(&good, "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"},{\"role\":\"assistant\",\"content\":\"Hello\"}]}\n\n").unwrap();
+        std::fs::write(&good, "{\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"},{\"role\":\"assistant\",\"content\":\"Hello\"}]}\n\n")
+            .unwrap();
         let ex = read_chat_jsonl(&good).unwrap();
         assert_eq!(ex.len(), 1);
         assert_eq!(ex[0][1].content, "Hello");

@@ -52,12 +52,8 @@ pub fn loss(cfg: &DpoConfig, pc: &Tensor, pr: &Tensor, rc: &Tensor, rr: &Tensor)
     let (beta, eps) = (cfg.beta, cfg.label_smoothing);
     let scaled = (&delta * beta)?;
     Ok(match cfg.loss {
-        DpoLoss::Sigmoid => {
-            ((log_sigmoid(&scaled)? * -(1.0 - eps))? - (log_sigmoid(&scaled.neg()?)? * eps)?)?
-        }
-        DpoLoss::Robust => {
-            (((log_sigmoid(&scaled)? * -(1.0 - eps))? + (log_sigmoid(&scaled.neg()?)? * eps)?)? / (1.0 - 2.0 * eps))?
-        }
+        DpoLoss::Sigmoid => ((log_sigmoid(&scaled)? * -(1.0 - eps))? - (log_sigmoid(&scaled.neg()?)? * eps)?)?,
+        DpoLoss::Robust => (((log_sigmoid(&scaled)? * -(1.0 - eps))? + (log_sigmoid(&scaled.neg()?)? * eps)?)? / (1.0 - 2.0 * eps))?,
         DpoLoss::Hinge => (scaled.neg()? + 1.0)?.relu()?,
         DpoLoss::Ipo => (delta - 1.0 / (2.0 * beta))?.sqr()?,
     })

@@ -230,9 +230,14 @@ impl candle_core::CustomOp1 for ConstRhs {
         "matmul-const-rhs-t"
     }
 
-    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         use candle_core::CpuStorage;
-        let (start, end) = layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("matmul-const-rhs-t: input not contiguous".into()))?;
+        let (start, end) =
+            layout.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("matmul-const-rhs-t: input not contiguous".into()))?;
         let shape = layout.shape();
         let x = match storage {
             CpuStorage::F32(v) => Tensor::from_slice(&v[start..end], shape, &Device::Cpu)?,
@@ -286,12 +291,7 @@ impl Model {
     /// variable holds a copy, so peak memory holds one set of weights, not two.
     pub fn from_weights(weights: LlamaWeights, trainable: &Trainable, dtype: DType, seed: u64) -> Result<Self> {
         let c = weights.config.clone();
-        ensure!(
-            trainable.freeze_layers <= c.layers,
-            "--freeze-layers {} but the model has {} layers",
-            trainable.freeze_layers,
-            c.layers
-        );
+        ensure!(trainable.freeze_layers <= c.layers, "--freeze-layers {} but the model has {} layers", trainable.freeze_layers, c.layers);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let cast = |t: &Tensor| t.to_dtype(dtype);
         let full = trainable.lora.is_none();
@@ -317,11 +317,7 @@ impl Model {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let lm_head = if tied {
-            None
-        } else {
-            Some(Linear::new(cast(&w_head)?, true, trainable.lora, &mut rng)?)
-        };
+        let lm_head = if tied { None } else { Some(Linear::new(cast(&w_head)?, true, trainable.lora, &mut rng)?) };
         drop(w_head);
         let embed = Param::new(cast(&w_embed)?, full && !trainable.freeze_embeddings)?;
         drop(w_embed);
@@ -477,15 +473,7 @@ impl Layer {
     }
 
     pub(crate) fn linears(&self) -> [(&'static str, &Linear); 7] {
-        [
-            ("q", &self.q),
-            ("k", &self.k),
-            ("v", &self.v),
-            ("o", &self.o),
-            ("gate", &self.gate),
-            ("up", &self.up),
-            ("down", &self.down),
-        ]
+        [("q", &self.q), ("k", &self.k), ("v", &self.v), ("o", &self.o), ("gate", &self.gate), ("up", &self.up), ("down", &self.down)]
     }
 }
 

@@ -44,7 +44,12 @@ fn messages_of(value: &serde_json::Value) -> Result<Vec<ChatMessage>> {
 }
 
 /// Tokenizes claimed pairs, fitting them to `max_len`.
-pub fn pair_tokens(format: &ChatFormat, pairs: &[ClaimedPair], max_len: usize, policy: data::Truncation) -> Result<(Vec<PairTokens>, FitCounts)> {
+pub fn pair_tokens(
+    format: &ChatFormat,
+    pairs: &[ClaimedPair],
+    max_len: usize,
+    policy: data::Truncation,
+) -> Result<(Vec<PairTokens>, FitCounts)> {
     let mut counts = FitCounts::default();
     let mut out = Vec::with_capacity(pairs.len());
     for p in pairs {
@@ -84,8 +89,7 @@ impl CliObserver {
     fn new(steps: Option<mpsc::UnboundedSender<StepMetrics>>) -> Self {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta}) {msg}")
-                .expect("a valid template"),
+            ProgressStyle::with_template("{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} ({eta}) {msg}").expect("a valid template"),
         );
         Self { bar, phase: "", steps }
     }
@@ -114,9 +118,20 @@ impl Observer for CliObserver {
                 m.grad_norm,
                 m.tokens as f64 / m.seconds
             ),
-            None => format!("step {} loss {:.4} lr {:.2e} grad-norm {:.3} ({:.0} tok/s)", m.step, v("loss"), m.lr, m.grad_norm, m.tokens as f64 / m.seconds),
+            None => format!(
+                "step {} loss {:.4} lr {:.2e} grad-norm {:.3} ({:.0} tok/s)",
+                m.step,
+                v("loss"),
+                m.lr,
+                m.grad_norm,
+                m.tokens as f64 / m.seconds
+            ),
         };
-        self.bar.set_message(format!("loss {:.4}{}", v("loss"), m.get("rewards/margins").map(|x| format!(" margin {x:.3}")).unwrap_or_default()));
+        self.bar.set_message(format!(
+            "loss {:.4}{}",
+            v("loss"),
+            m.get("rewards/margins").map(|x| format!(" margin {x:.3}")).unwrap_or_default()
+        ));
         if self.bar.is_hidden() {
             tracing::info!(metrics = %m.to_json(), "{line}");
         } else {
@@ -131,7 +146,8 @@ impl Observer for CliObserver {
 
 /// Where a run's checkpoint goes by default: beside its base.
 fn default_out(base: &Path, tag: &str, dtype: crate::checkpoint::gguf::WeightType) -> PathBuf {
-    let stem = if base.is_dir() { base.file_name() } else { base.file_stem() }.map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    let stem = if base.is_dir() { base.file_name() } else { base.file_stem() }
+        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
     let name = if base.is_dir() { format!("{stem}-{tag}") } else { format!("{stem}-{tag}.{}.gguf", dtype.suffix()) };
     base.with_file_name(name)
 }
@@ -305,9 +321,22 @@ async fn dpo_once(store: &Store, job: &DpoJob) -> Result<()> {
     let out = output.out.clone().unwrap_or_else(|| default_out(&base_path, &format!("dpo-r{run_id}"), train.dtype));
     let result = async {
         let (pairs, counts) = pair_tokens(&format, &claimed, train.max_len, train.truncation)?;
-        tracing::info!(run = run_id, claimed = claimed.len(), kept = counts.kept, truncated = counts.truncated, skipped = counts.skipped, "pairs claimed");
+        tracing::info!(
+            run = run_id,
+            claimed = claimed.len(),
+            kept = counts.kept,
+            truncated = counts.truncated,
+            skipped = counts.skipped,
+            "pairs claimed"
+        );
         if pairs.is_empty() {
-            bail!("no pairs to train on for checkpoint {} ({} claimed, {} too long for --max-len {})", base.id, claimed.len(), counts.skipped, train.max_len);
+            bail!(
+                "no pairs to train on for checkpoint {} ({} claimed, {} too long for --max-len {})",
+                base.id,
+                claimed.len(),
+                counts.skipped,
+                train.max_len
+            );
         }
         let ids: Vec<i64> = pairs.iter().filter_map(|p| p.id).collect();
         let work = Job { base: base_path.clone(), out: out.clone(), train: train.clone(), work: Work::Dpo(pairs, dpo) };
@@ -323,14 +352,18 @@ async fn dpo_once(store: &Store, job: &DpoJob) -> Result<()> {
     let registered = register(&store, run_id, &worker, &out, &new, &ids, run_counts(&summary, counts), job.announce).await?;
     // Pairs skipped for length go back for a trainer with a longer --max-len.
     store.release_pairs(&worker).await?;
-    report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path,
-        "parent_id": base.id, "iteration": registered.iteration, "truncated": counts.truncated, "skipped": counts.skipped}));
+    report(
+        &summary,
+        serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path,
+        "parent_id": base.id, "iteration": registered.iteration, "truncated": counts.truncated, "skipped": counts.skipped}),
+    );
     Ok(())
 }
 
 /// The row for a run's output at `out`, child of `parent` (iteration 1 without one).
 fn new_checkpoint(output: &Output, out: &Path, parent: Option<&Checkpoint>) -> NewCheckpoint {
-    let name = output.name.clone().unwrap_or_else(|| out.file_stem().map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned()));
+    let name =
+        output.name.clone().unwrap_or_else(|| out.file_stem().map_or_else(|| "checkpoint".into(), |s| s.to_string_lossy().into_owned()));
     NewCheckpoint {
         name,
         path: absolute(out),
@@ -447,7 +480,10 @@ pub async fn sft(job: SftJob) -> Result<()> {
         let summary = supervise(work(&out), None).await.inspect_err(|_| {
             let _ = remove_output(&export::part_path(&out));
         })?;
-        report(&summary, serde_json::json!({"path": absolute(&out), "truncated": counts.truncated, "skipped": counts.skipped, "wall_seconds": started.elapsed().as_secs_f64()}));
+        report(
+            &summary,
+            serde_json::json!({"path": absolute(&out), "truncated": counts.truncated, "skipped": counts.skipped, "wall_seconds": started.elapsed().as_secs_f64()}),
+        );
         return Ok(());
     };
     let store = Store::connect_migrated(url).await.context("connecting to and migrating the database")?;
@@ -463,6 +499,9 @@ pub async fn sft(job: SftJob) -> Result<()> {
     };
     let new = new_checkpoint(output, &out, parent.as_ref());
     let registered = register(&store, run_id, &worker, &out, &new, &[], run_counts(&summary, counts), true).await?;
-    report(&summary, serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path, "iteration": registered.iteration}));
+    report(
+        &summary,
+        serde_json::json!({"run_id": run_id, "checkpoint_id": registered.id, "path": registered.path, "iteration": registered.iteration}),
+    );
     Ok(())
 }

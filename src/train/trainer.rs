@@ -194,13 +194,20 @@ fn pair_batch(pairs: &[&PairTokens], device: &candle_core::Device) -> Result<Bat
         chosen.push([p.prompt.as_slice(), &p.chosen].concat());
         rejected.push([p.prompt.as_slice(), &p.rejected].concat());
     }
-    let seqs: Vec<(&[u32], usize)> = chosen.iter().chain(&rejected).zip(pairs.iter().chain(pairs)).map(|(s, p)| (s.as_slice(), p.prompt.len())).collect();
+    let seqs: Vec<(&[u32], usize)> =
+        chosen.iter().chain(&rejected).zip(pairs.iter().chain(pairs)).map(|(s, p)| (s.as_slice(), p.prompt.len())).collect();
     Batch::new(&seqs, device)
 }
 
 /// Reference log-probabilities of every pair's chosen and rejected answer under the
 /// model as it is now (before any step), in passes that build no graph.
-pub fn reference_logprobs(model: &Model, pairs: &[PairTokens], dpo: &DpoConfig, micro_batch: usize, observer: &mut dyn Observer) -> Result<Vec<(f64, f64)>> {
+pub fn reference_logprobs(
+    model: &Model,
+    pairs: &[PairTokens],
+    dpo: &DpoConfig,
+    micro_batch: usize,
+    observer: &mut dyn Observer,
+) -> Result<Vec<(f64, f64)>> {
     let mut out = Vec::with_capacity(pairs.len());
     let device = model.embed.value().device().clone();
     for chunk in pairs.chunks(micro_batch.max(1)) {
@@ -254,7 +261,14 @@ fn chunk_batch(pairs: &[PairTokens], chunk: &[usize], device: &candle_core::Devi
 
 /// The DPO loss of pairs `chunk` from the policy's log-probs `pc`, `pr` (chosen,
 /// rejected), as its share of the mean over `step_len` pairs, and its measurement sums.
-fn chunk_loss(dpo: &DpoConfig, reference: &[(f64, f64)], chunk: &[usize], pc: &Tensor, pr: &Tensor, step_len: usize) -> Result<(Tensor, DpoSums)> {
+fn chunk_loss(
+    dpo: &DpoConfig,
+    reference: &[(f64, f64)],
+    chunk: &[usize],
+    pc: &Tensor,
+    pr: &Tensor,
+    step_len: usize,
+) -> Result<(Tensor, DpoSums)> {
     let column = |f: fn(&(f64, f64)) -> f64| -> Result<Tensor> {
         let values: Vec<f64> = chunk.iter().map(|&i| f(&reference[i])).collect();
         Ok(Tensor::from_vec(values, chunk.len(), pc.device())?.to_dtype(pc.dtype())?)
@@ -266,7 +280,14 @@ fn chunk_loss(dpo: &DpoConfig, reference: &[(f64, f64)], chunk: &[usize], pc: &T
 }
 
 /// The loss of pairs `chunk` as its share of the mean over `step_len` pairs.
-fn dpo_micro(model: &Model, pairs: &[PairTokens], reference: &[(f64, f64)], dpo: &DpoConfig, chunk: &[usize], step_len: usize) -> Result<(Tensor, DpoSums, usize)> {
+fn dpo_micro(
+    model: &Model,
+    pairs: &[PairTokens],
+    reference: &[(f64, f64)],
+    dpo: &DpoConfig,
+    chunk: &[usize],
+    step_len: usize,
+) -> Result<(Tensor, DpoSums, usize)> {
     let (batch, tokens) = chunk_batch(pairs, chunk, model.embed.value().device())?;
     let lp = model.sequence_logprobs(&batch, true, dpo.loss.uses_mean_logprobs())?;
     let m = chunk.len();
@@ -319,11 +340,7 @@ fn dpo_micro_fast(
         })
     };
     let dseq: Vec<f64> = grad_of(&pc)?.into_iter().chain(grad_of(&pr)?).collect();
-    let dlogp: Vec<f32> = batch
-        .owner
-        .iter()
-        .map(|&s| (dseq[s] / if mean { counts[s].max(1) as f64 } else { 1.0 }) as f32)
-        .collect();
+    let dlogp: Vec<f32> = batch.owner.iter().map(|&s| (dseq[s] / if mean { counts[s].max(1) as f64 } else { 1.0 }) as f32).collect();
     fast::backward(model, &batch, cache.expect("kept"), &dlogp, grads)?;
     Ok((sums, tokens))
 }
@@ -402,7 +419,15 @@ mod tests {
     fn dpo_drives_the_loss_down_and_the_margin_and_accuracy_up() -> Result<()> {
         let model = Model::new(&tiny_weights(9, true)?, &Trainable::default(), DType::F32, 1)?;
         let pairs = pairs();
-        let cfg = OptimConfig { lr: 1e-2, final_lr: 1e-2, epochs: 8, batch_size: 6, micro_batch: 2, warmup_ratio: 0.0, ..OptimConfig::dpo_default() };
+        let cfg = OptimConfig {
+            lr: 1e-2,
+            final_lr: 1e-2,
+            epochs: 8,
+            batch_size: 6,
+            micro_batch: 2,
+            warmup_ratio: 0.0,
+            ..OptimConfig::dpo_default()
+        };
         let mut rec = Record(Vec::new());
         let summary = train_dpo(&model, &pairs, &DpoConfig::default(), &cfg, &mut rec)?;
         assert_eq!(summary.steps, 8);
@@ -456,7 +481,9 @@ mod tests {
             vars.iter().map(|v| Ok(g.get(v.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?)).collect()
         };
         let whole = grads_of(&[&all])?;
-        for other in [grads_of(&[&all[..2], &all[2..4], &all[4..]])?, fast_grads_of(&[&all])?, fast_grads_of(&[&all[..2], &all[2..4], &all[4..]])?] {
+        for other in
+            [grads_of(&[&all[..2], &all[2..4], &all[4..]])?, fast_grads_of(&[&all])?, fast_grads_of(&[&all[..2], &all[2..4], &all[4..]])?]
+        {
             for (a, b) in whole.iter().zip(&other) {
                 let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-3);
                 for (x, y) in a.iter().zip(b) {
@@ -469,9 +496,22 @@ mod tests {
 
     #[test]
     fn sft_lowers_the_answer_loss() -> Result<()> {
-        let model = Model::new(&tiny_weights(2, true)?, &Trainable { lora: Some(crate::train::model::LoraConfig { rank: 4, alpha: 8.0 }), ..Default::default() }, DType::F32, 1)?;
+        let model = Model::new(
+            &tiny_weights(2, true)?,
+            &Trainable { lora: Some(crate::train::model::LoraConfig { rank: 4, alpha: 8.0 }), ..Default::default() },
+            DType::F32,
+            1,
+        )?;
         let examples: Vec<SftExample> = (0..4u32).map(|i| SftExample { prompt: vec![1, 5 + i], answer: vec![30, 31, 32, 2] }).collect();
-        let cfg = OptimConfig { lr: 2e-2, final_lr: 2e-2, epochs: 10, batch_size: 4, micro_batch: 2, warmup_ratio: 0.0, ..OptimConfig::sft_default() };
+        let cfg = OptimConfig {
+            lr: 2e-2,
+            final_lr: 2e-2,
+            epochs: 10,
+            batch_size: 4,
+            micro_batch: 2,
+            warmup_ratio: 0.0,
+            ..OptimConfig::sft_default()
+        };
         let mut rec = Record(Vec::new());
         train_sft(&model, &examples, &cfg, &mut rec)?;
         let (first, last) = (rec.0[0].get("loss").unwrap(), rec.0.last().unwrap().get("loss").unwrap());

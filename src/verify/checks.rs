@@ -14,8 +14,7 @@ static TITLE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"<<[^\n<>]*\S[^\n<>
 static POSTSCRIPT: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?m)^[ \t*_#>]*P\.\s?S\.").expect("valid regex"));
 static PLACEHOLDER: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\[[^\[\]\n]*\S[^\[\]\n]*\]").expect("valid regex"));
 static SECTION: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?m)^[ \t*_#]*SECTION\s+\d+").expect("valid regex"));
-static FENCE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?s)^```[A-Za-z]*[ \t]*\n(.*?)\n?```$").expect("valid regex"));
+static FENCE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"(?s)^```[A-Za-z]*[ \t]*\n(.*?)\n?```$").expect("valid regex"));
 
 pub fn check(instruction: &Instruction, text: &str) -> bool {
     match instruction {
@@ -91,15 +90,14 @@ fn is_json(text: &str) -> bool {
 fn quoted(text: &str) -> bool {
     let t = text.trim();
     let pairs = [('"', '"'), ('“', '”')];
-    t.chars().count() > 2
-        && pairs.iter().any(|&(open, close)| t.starts_with(open) && t.ends_with(close))
+    t.chars().count() > 2 && pairs.iter().any(|&(open, close)| t.starts_with(open) && t.ends_with(close))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Instruction::*;
     use crate::verify::Relation::*;
+    use Instruction::*;
 
     /// Each case: the instruction, a text that follows it, a text that does not.
     fn cases() -> Vec<(Instruction, &'static str, &'static str)> {
@@ -114,14 +112,22 @@ mod tests {
             (Paragraphs { relation: AtLeast, n: 3 }, "a\n\nb\n  \nc", "a\n\nb"),
             (Bullets { relation: Exactly, n: 3 }, "Items:\n* one\n* two\n- three", "* one\n* two"),
             (Bullets { relation: AtMost, n: 1 }, "* only one\nplain text", "* a\n* b"),
-            (IncludeKeywords { keywords: vec!["river".into(), "old stone".into()] }, "The River flowed past an old stone.", "A river, stones."),
+            (
+                IncludeKeywords { keywords: vec!["river".into(), "old stone".into()] },
+                "The River flowed past an old stone.",
+                "A river, stones.",
+            ),
             (ExcludeKeywords { keywords: vec!["bad".into(), "ugly".into()] }, "Badly written but badger-free.", "It was UGLY."),
             (LetterFrequency { letter: 'z', relation: AtLeast, n: 3 }, "Zany zebras buzz", "A lazy day"),
             (LetterFrequency { letter: 'e', relation: AtMost, n: 1 }, "A dog", "Eerie"),
             (Lowercase, "all lower case, 100%.", "Not lower case."),
             (Uppercase, "ALL CAPS, 100%!", "ALL CAPS but one word"),
             (StartWith { phrase: "Dear friend".into() }, "  dear Friend, hello.", "Hello, dear friend."),
-            (EndWith { phrase: "Is there anything else I can help with?".into() }, "Done. Is there anything else I can help with?\n", "Is there anything else I can help with? Bye."),
+            (
+                EndWith { phrase: "Is there anything else I can help with?".into() },
+                "Done. Is there anything else I can help with?\n",
+                "Is there anything else I can help with? Bye.",
+            ),
             (Title, "<<A Poem of Joy>>\nRoses are red.", "<< >> no title\n<A Poem>"),
             (Json, "```json\n{\"name\": \"river\", \"length\": 3}\n```", "{\"name\": river}"),
             (Json, "[1, 2, 3]", "Here is JSON: [1, 2, 3]"),

@@ -36,14 +36,10 @@ fn streaming_chat_sends_chunks_then_done_and_matches_the_plain_answer() {
         streamed["stream_options"] = json!({"include_usage": true});
         let events = s.stream("/v1/chat/completions", &streamed).await;
         assert_eq!(events.last().map(String::as_str), Some("[DONE]"), "{events:?}");
-        let chunks: Vec<Value> =
-            events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).expect("chunk is JSON")).collect();
+        let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).expect("chunk is JSON")).collect();
         assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
         assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-        let text: String = chunks
-            .iter()
-            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
-            .collect();
+        let text: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
         assert_eq!(text, content(&plain, 0), "streamed text equals the non-streamed answer");
         let finishes: Vec<&Value> = chunks.iter().filter(|c| !c["choices"][0]["finish_reason"].is_null()).collect();
         assert_eq!(finishes.len(), 1);
@@ -174,7 +170,9 @@ fn ignore_eos_generates_to_the_token_limit() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["usage"]["completion_tokens"], 48, "{body}");
         assert_eq!(body["choices"][0]["finish_reason"], "length");
-        let (status, body) = s.post("/v1/completions", &json!({"model": "current", "prompt": "OK.", "max_tokens": 20, "temperature": 0, "ignore_eos": true})).await;
+        let (status, body) = s
+            .post("/v1/completions", &json!({"model": "current", "prompt": "OK.", "max_tokens": 20, "temperature": 0, "ignore_eos": true}))
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["usage"]["completion_tokens"], 20, "{body}");
     });

@@ -1,8 +1,8 @@
 //! One real server for the whole test binary: the default model through mistralrs, a
 //! real Postgres (DATABASE_URL, migrated at startup), listening on a loopback port.
 
-use std::sync::{Arc, OnceLock};
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -123,8 +123,8 @@ impl TestServer {
             .expect("request");
         let status = response.status().as_u16();
         let bytes = response.bytes().await.expect("body");
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| panic!("JSON body, got {status}: {}", String::from_utf8_lossy(&bytes)));
+        let value =
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("JSON body, got {status}: {}", String::from_utf8_lossy(&bytes)));
         (status, value)
     }
 
@@ -148,9 +148,7 @@ impl TestServer {
         let content_type = response.headers()[reqwest::header::CONTENT_TYPE].to_str().unwrap().to_string();
         assert!(content_type.starts_with("text/event-stream"), "{content_type}");
         let text = response.text().await.expect("body");
-        text.split("\n\n")
-            .filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data:")).map(|d| d.trim().to_string()))
-            .collect()
+        text.split("\n\n").filter_map(|event| event.lines().find_map(|l| l.strip_prefix("data:")).map(|d| d.trim().to_string())).collect()
     }
 }
 
@@ -198,7 +196,6 @@ pub async fn own_server(store: &Store, model: &Path, name: &str, admin_token: &s
     (base, state, row)
 }
 
-
 /// `srlm serve`'s engine options for `model`, on the native engine.
 pub fn engine_options(model: &Path) -> srlm::engine::load::EngineOptions {
     srlm::engine::load::EngineOptions {
@@ -207,7 +204,6 @@ pub fn engine_options(model: &Path) -> srlm::engine::load::EngineOptions {
         ..srlm::engine::load::EngineOptions::for_model(&model.to_string_lossy())
     }
 }
-
 
 /// Records a prompt, two answers made by `checkpoint_id` and the pair (chosen, rejected)
 /// the way `/generate` does; returns the pair's id.

@@ -8,12 +8,8 @@ use srlm::engine::{Generation, Prompt, SamplingConfig};
 
 use crate::common::{content, greedy_chat, rt, server};
 
-const PROMPTS: [&str; 4] = [
-    "Give one tip for learning to cook.",
-    "Explain what a hash map is.",
-    "How do I keep basil alive?",
-    "Why is the sea salty?",
-];
+const PROMPTS: [&str; 4] =
+    ["Give one tip for learning to cook.", "Explain what a hash map is.", "How do I keep basil alive?", "Why is the sea salty?"];
 
 #[test]
 fn concurrent_different_prompts_and_n_choices_match_their_solo_answers() {
@@ -70,12 +66,7 @@ fn a_dropped_stream_is_cancelled_and_frees_the_engine() {
         assert!(matches!(first, srlm::engine::Event::Delta { .. }));
         drop(events);
         // If the cancelled sequence kept its slot, this would wait for up to 4000 tokens (minutes).
-        let next = Generation {
-            prompt: Prompt::Text("Hello".into()),
-            sampling: SamplingConfig::greedy(),
-            max_tokens: 4,
-            stop: vec![],
-        };
+        let next = Generation { prompt: Prompt::Text("Hello".into()), sampling: SamplingConfig::greedy(), max_tokens: 4, stop: vec![] };
         let done = tokio::time::timeout(Duration::from_secs(90), srlm::engine::complete(engine.as_ref(), next))
             .await
             .expect("the engine is free again after a cancel")

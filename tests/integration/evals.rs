@@ -78,7 +78,11 @@ fn head_to_head_answers_with_both_models_and_judges_both_orders() {
         let b = Source::open(&model_path(), "current", None, Some(store)).await.unwrap();
         let served = s.state.checkpoint_id();
         assert_eq!((a.checkpoint_id(), b.checkpoint_id()), (served, served));
-        let judge = ModelJudge { source: Source::open(&s.base, "current", None, None).await.unwrap(), template: h2h::read_template(None).unwrap(), max_tokens: 48 };
+        let judge = ModelJudge {
+            source: Source::open(&s.base, "current", None, None).await.unwrap(),
+            template: h2h::read_template(None).unwrap(),
+            max_tokens: 48,
+        };
         let args = EvalH2hArgs {
             a: s.base.clone(),
             b: model_path(),
@@ -119,7 +123,11 @@ fn alpaca_export_writes_one_output_per_prompt() {
         let dir = std::env::temp_dir().join(format!("srlm-alpaca-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let prompts = dir.join("eval.json");
-        std::fs::write(&prompts, r#"[{"instruction": "Name a primary colour.", "dataset": "test"}, {"instruction": "Say hello in French."}]"#).unwrap();
+        std::fs::write(
+            &prompts,
+            r#"[{"instruction": "Name a primary colour.", "dataset": "test"}, {"instruction": "Say hello in French."}]"#,
+        )
+        .unwrap();
         let args = srlm::eval::alpaca::ExportAlpacaArgs {
             model: s.base.clone(),
             model_name: "current".into(),
@@ -149,7 +157,8 @@ fn pairs_export_filters_and_imported_checkpoints_join_the_lineage() {
         let m0 = store.activate_served("m0", &model, "gguf").await.unwrap();
 
         // One pair made by M0, written the way /generate records it.
-        crate::common::insert_pair(&store, m0.id, "Why is the sea salty?", "Rivers carry dissolved minerals into it.", "Because fish cry.").await;
+        crate::common::insert_pair(&store, m0.id, "Why is the sea salty?", "Rivers carry dissolved minerals into it.", "Because fish cry.")
+            .await;
         let all = store.pair_texts(Some(m0.id), Some(0), Some("available")).await.unwrap();
         assert_eq!(all.len(), 1);
         let line = srlm::data::pairs::trl_line(&all[0]);

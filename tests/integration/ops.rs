@@ -138,8 +138,20 @@ fn metrics_count_requests_tokens_judging_and_rejections() {
         let judge = serde_json::json!({"prompt": "2+2?", "response": "4", "samples": 1, "method": "expected", "record": false});
         assert_eq!(s.post("/judge", &judge).await.0, 200);
         // A stack that admits nothing: every model request is a 429.
-        let full = own_stack(|state| *state = srlm::AppState::new(state.current().engine.clone(), state.store.clone(), srlm::Limits { max_in_flight: 0, ..crate::common::test_limits() })).await;
-        let rejected = reqwest::Client::new().post(format!("{full}/v1/chat/completions")).json(&crate::common::greedy_chat("Hi", 2)).send().await.unwrap();
+        let full = own_stack(|state| {
+            *state = srlm::AppState::new(
+                state.current().engine.clone(),
+                state.store.clone(),
+                srlm::Limits { max_in_flight: 0, ..crate::common::test_limits() },
+            )
+        })
+        .await;
+        let rejected = reqwest::Client::new()
+            .post(format!("{full}/v1/chat/completions"))
+            .json(&crate::common::greedy_chat("Hi", 2))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(rejected.status(), 429);
         assert!(rejected.headers().contains_key("retry-after"));
 
@@ -162,7 +174,8 @@ fn metrics_count_requests_tokens_judging_and_rejections() {
 #[test]
 fn a_request_past_the_deadline_gets_a_504_and_frees_its_place() {
     rt().block_on(async {
-        let limits = srlm::Limits { request_timeout: std::time::Duration::from_millis(200), max_in_flight: 4, ..crate::common::test_limits() };
+        let limits =
+            srlm::Limits { request_timeout: std::time::Duration::from_millis(200), max_in_flight: 4, ..crate::common::test_limits() };
         let mut handle = None;
         let base = own_stack(|state| {
             *state = srlm::AppState::new(state.current().engine.clone(), state.store.clone(), limits);
@@ -241,7 +254,8 @@ fn a_review_names_its_reviewer_from_the_key_label_and_changes_what_trains() {
         assert_eq!(bad.json::<Value>().await.unwrap()["error"]["param"], "note");
         assert_eq!(review("nope", serde_json::json!({"verdict": "agree"})).await.unwrap().status(), 401);
         // GET /pairs/{id} lists the reviews, oldest first.
-        let detail: Value = client.get(format!("{base}/pairs/{pair}")).bearer_auth("sk-review-ana").send().await.unwrap().json().await.unwrap();
+        let detail: Value =
+            client.get(format!("{base}/pairs/{pair}")).bearer_auth("sk-review-ana").send().await.unwrap().json().await.unwrap();
         let reviewers: Vec<&str> = detail["reviews"].as_array().unwrap().iter().map(|r| r["reviewer"].as_str().unwrap()).collect();
         assert_eq!(reviewers, ["ana", "api-key"]);
         assert_eq!(detail["reviews"][0]["chosen_id"], candidate_ids[0], "the judge's order is kept with the review");

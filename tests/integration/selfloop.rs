@@ -22,7 +22,8 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
             "Describe a cat to someone who has never seen one.",
             "Why do we have seasons?",
         ];
-        std::fs::write(&seeds, seed_prompts.iter().map(|p| serde_json::json!({"prompt": p}).to_string()).collect::<Vec<_>>().join("\n")).unwrap();
+        std::fs::write(&seeds, seed_prompts.iter().map(|p| serde_json::json!({"prompt": p}).to_string()).collect::<Vec<_>>().join("\n"))
+            .unwrap();
 
         // Half the prompts carry checkable instructions and the verifier decides their
         // pairs; the gate measures every new checkpoint (tiny subsets, and a margin no
@@ -72,13 +73,20 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
             assert!(!pairs.is_empty() && !from_prompts.is_empty());
         }
         // The verifiable prompts were stored with their instructions.
-        let verifiable: i64 = sqlx::query_scalar("SELECT count(*) FROM prompts WHERE instructions IS NOT NULL").fetch_one(store.pool()).await.unwrap();
+        let verifiable: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM prompts WHERE instructions IS NOT NULL").fetch_one(store.pool()).await.unwrap();
         assert_eq!(verifiable, 2, "one verifiable prompt per iteration");
         assert_eq!((first["verifiable_prompts"].as_u64(), second["verifiable_prompts"].as_u64()), (Some(1), Some(1)));
         // The gate measured M1, M2 and M3 once each (M2's figures were reused as the parent's).
         assert_eq!((first["gate"]["refused"].as_bool(), second["gate"]["refused"].as_bool()), (Some(false), Some(false)), "{first}");
-        let gated: Vec<Option<i64>> =
-            store.evaluations(Some("ifeval"), None, 10, 0).await.unwrap().iter().filter(|e| e.method == "gate").map(|e| e.checkpoint_id).collect();
+        let gated: Vec<Option<i64>> = store
+            .evaluations(Some("ifeval"), None, 10, 0)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.method == "gate")
+            .map(|e| e.checkpoint_id)
+            .collect();
         assert_eq!(gated, [Some(m1_row.id), Some(m2), Some(m3)]);
         // How far each new checkpoint moved from its parent, on the held-out pair.
         let moved = &second["policy_movement"];
@@ -134,9 +142,33 @@ fn a_loop_killed_mid_iteration_and_rerun_duplicates_nothing() {
         let m1 = m1.id;
         let seeds = format!("{}/data/seed_prompts.jsonl", env!("CARGO_MANIFEST_DIR"));
         let argv = [
-            "loop", "--url", &base, "--admin-token", "loop-token", "--prompts", "3", "--n", "2", "--samples", "1",
-            "--method", "expected", "--max-tokens", "16", "--concurrency", "1", "--seeds", &seeds,
-            "--batch-size", "2", "--max-len", "160", "--dtype", "q8_0", "--gate", "off",
+            "loop",
+            "--url",
+            &base,
+            "--admin-token",
+            "loop-token",
+            "--prompts",
+            "3",
+            "--n",
+            "2",
+            "--samples",
+            "1",
+            "--method",
+            "expected",
+            "--max-tokens",
+            "16",
+            "--concurrency",
+            "1",
+            "--seeds",
+            &seeds,
+            "--batch-size",
+            "2",
+            "--max-len",
+            "160",
+            "--dtype",
+            "q8_0",
+            "--gate",
+            "off",
         ];
         let answered = || async {
             sqlx::query_scalar::<_, i64>("SELECT count(*) FROM prompts WHERE source = 'self_instruct' AND iteration = 1")
@@ -176,7 +208,8 @@ fn a_loop_killed_mid_iteration_and_rerun_duplicates_nothing() {
             .await
             .unwrap();
         assert_eq!(runs, 1);
-        let candidates: i64 = sqlx::query_scalar("SELECT count(*) FROM candidates WHERE checkpoint_id = $1").bind(m1).fetch_one(store.pool()).await.unwrap();
+        let candidates: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM candidates WHERE checkpoint_id = $1").bind(m1).fetch_one(store.pool()).await.unwrap();
         assert_eq!(candidates, 3 * 2, "n = 2 candidates per prompt, none duplicated");
         std::fs::remove_dir_all(&dir).unwrap();
     });

@@ -40,11 +40,8 @@ fn generate_with_judging_records_candidates_judgments_and_at_most_one_pair() {
         let judgments = s.state.store.judgments_of_candidates(&candidate_ids).await.unwrap();
         assert_eq!(judgments.len(), 4, "N × K judgments");
         for choice in choices {
-            let mine: Vec<i64> = judgments
-                .iter()
-                .filter(|j| Some(j.candidate_id) == choice["candidate_id"].as_i64())
-                .map(|j| j.id)
-                .collect();
+            let mine: Vec<i64> =
+                judgments.iter().filter(|j| Some(j.candidate_id) == choice["candidate_id"].as_i64()).map(|j| j.id).collect();
             let reported: Vec<i64> = choice["judgments"].as_array().unwrap().iter().map(|j| j["judgment_id"].as_i64().unwrap()).collect();
             assert_eq!(mine, reported);
             let score = choice["score"].as_f64().unwrap();
@@ -93,7 +90,10 @@ fn judge_on_a_stored_candidate_records_its_samples() {
         assert_eq!(samples.len(), 3);
         assert_eq!(body["parsed"], 3);
         let recorded = s.state.store.judgments_of_candidates(&[candidate_id]).await.unwrap();
-        assert_eq!(recorded.iter().map(|j| j.id).collect::<Vec<_>>(), ids(&json!(samples.iter().map(|j| j["judgment_id"].clone()).collect::<Vec<_>>())));
+        assert_eq!(
+            recorded.iter().map(|j| j.id).collect::<Vec<_>>(),
+            ids(&json!(samples.iter().map(|j| j["judgment_id"].clone()).collect::<Vec<_>>()))
+        );
         for (row, sample) in recorded.iter().zip(samples) {
             let score = row.score.expect("constrained judging always scores");
             assert_eq!(score.fract(), 0.0, "a digit 0-5");
@@ -158,10 +158,7 @@ fn recording_with_the_database_down_is_a_503_before_any_work_and_chat_still_work
                 .body(axum::body::Body::from(serde_json::to_vec(&body).unwrap()))
                 .unwrap()
         };
-        let response = srlm::app(state.clone())
-            .oneshot(call("/generate", json!({"prompt": "hi", "n": 2, "max_tokens": 4})))
-            .await
-            .unwrap();
+        let response = srlm::app(state.clone()).oneshot(call("/generate", json!({"prompt": "hi", "n": 2, "max_tokens": 4}))).await.unwrap();
         assert_eq!(response.status(), 503);
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
         let body: Value = serde_json::from_slice(&bytes).unwrap();

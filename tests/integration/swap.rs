@@ -83,7 +83,9 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
                         let first = text.lines().find_map(|l| l.strip_prefix("data: ")).expect("a data line");
                         serde_json::from_str::<Value>(first).unwrap()["model"].as_str().unwrap_or_default().to_string()
                     } else {
-                        serde_json::from_str::<Value>(&text).map(|v| v["model"].as_str().unwrap_or_default().to_string()).unwrap_or_default()
+                        serde_json::from_str::<Value>(&text)
+                            .map(|v| v["model"].as_str().unwrap_or_default().to_string())
+                            .unwrap_or_default()
                     };
                     seen.push((status, model, text.contains("[DONE]") || c != 3));
                     i += 1;
@@ -107,7 +109,8 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
         tokio::time::sleep(Duration::from_millis(800)).await;
         let models = get_json(&client, &format!("{base}/v1/models")).await;
         assert_eq!((models["data"][0]["id"].as_str(), models["data"][0]["checkpoint_id"].as_i64()), (Some("swap-b"), Some(b_id)));
-        let stored: String = sqlx::query_scalar("SELECT status FROM checkpoints WHERE id = $1").bind(b_id).fetch_one(store.pool()).await.unwrap();
+        let stored: String =
+            sqlx::query_scalar("SELECT status FROM checkpoints WHERE id = $1").bind(b_id).fetch_one(store.pool()).await.unwrap();
         assert_eq!(stored, "active");
 
         // A checkpoint that does not load: 422, marked failed, B keeps serving.
@@ -123,7 +126,12 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
 
         // A trainer's announcement (what `srlm train` sends on registration): C follows.
         let announced = std::time::Instant::now();
-        sqlx::query("SELECT pg_notify($1, $2)").bind(srlm::store::CHECKPOINT_CHANNEL).bind(c_id.to_string()).execute(store.pool()).await.unwrap();
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(srlm::store::CHECKPOINT_CHANNEL)
+            .bind(c_id.to_string())
+            .execute(store.pool())
+            .await
+            .unwrap();
         let mut followed = false;
         for _ in 0..100 {
             let ready = get_json(&client, &format!("{base}/ready")).await;
@@ -145,7 +153,14 @@ fn swapping_under_load_fails_no_request_and_each_response_names_its_checkpoint()
         assert_eq!(replica.current().engine.info().name, "swap-c");
 
         // Self-instruction through the admin API, with the served engine writing.
-        let seeds: Vec<String> = (0..8).map(|i| format!("Seed task number {i}: describe a {} in detail.", ["cat", "tree", "river", "city", "song", "meal", "game", "cloud"][i])).collect();
+        let seeds: Vec<String> = (0..8)
+            .map(|i| {
+                format!(
+                    "Seed task number {i}: describe a {} in detail.",
+                    ["cat", "tree", "river", "city", "song", "meal", "game", "cloud"][i]
+                )
+            })
+            .collect();
         let (client2, base2) = (client.clone(), base.clone());
         let post = |body: Value| {
             let (client, base) = (client2.clone(), base2.clone());

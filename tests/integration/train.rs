@@ -57,7 +57,11 @@ async fn checkpoint_with_pairs(store: &Store, dir: &Path, pairs: usize) -> (i64,
         .await
         .unwrap();
     let questions = ["Name a primary colour.", "What is 2 + 2?", "Say hello politely."];
-    let answers = [("Red is a primary colour.", "Banana."), ("2 + 2 is 4.", "It is 22, obviously."), ("Hello! How can I help you today?", "What do you want.")];
+    let answers = [
+        ("Red is a primary colour.", "Banana."),
+        ("2 + 2 is 4.", "It is 22, obviously."),
+        ("Hello! How can I help you today?", "What do you want."),
+    ];
     for i in 0..pairs {
         let (chosen, rejected) = answers[i % 3];
         crate::common::insert_pair(store, id, questions[i % 3], chosen, rejected).await;
@@ -107,8 +111,20 @@ fn dpo_trains_the_pairs_in_postgres_into_a_registered_checkpoint_that_serves() {
         assert_eq!(failed, "failed");
 
         let (ok, out, err) = srlm(&[
-            "train", "dpo", "--checkpoint", &id, "--batch-size", "2", "--micro-batch", "1", "--lr", "5e-6",
-            "--max-len", "96", "--dtype", "q8_0",
+            "train",
+            "dpo",
+            "--checkpoint",
+            &id,
+            "--batch-size",
+            "2",
+            "--micro-batch",
+            "1",
+            "--lr",
+            "5e-6",
+            "--max-len",
+            "96",
+            "--dtype",
+            "q8_0",
         ]);
         assert!(ok, "srlm train dpo failed:\n{err}");
         let summary: Value = serde_json::from_str(out.lines().last().unwrap()).expect("summary JSON");
@@ -124,17 +140,28 @@ fn dpo_trains_the_pairs_in_postgres_into_a_registered_checkpoint_that_serves() {
         assert_eq!(store.run_status(run_id).await.unwrap().unwrap(), ("succeeded".into(), Some(new_id), None));
         let steps = store.run_steps(run_id).await.unwrap();
         assert_eq!(steps.len(), 2);
-        for key in ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "lr", "grad_norm"] {
+        for key in [
+            "loss",
+            "rewards/chosen",
+            "rewards/rejected",
+            "rewards/accuracies",
+            "rewards/margins",
+            "logps/chosen",
+            "logps/rejected",
+            "lr",
+            "grad_norm",
+        ] {
             assert!(steps[0][key].is_number(), "step metrics lack {key}: {}", steps[0]);
         }
         // At the first step the policy is the reference: the loss is log 2.
         assert!((steps[0]["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-3, "{}", steps[0]);
-        let consumed: i64 = sqlx::query_scalar("SELECT count(*) FROM pairs WHERE checkpoint_id = $1 AND status = 'consumed' AND consumed_by_run = $2")
-            .bind(base_id)
-            .bind(run_id)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+        let consumed: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pairs WHERE checkpoint_id = $1 AND status = 'consumed' AND consumed_by_run = $2")
+                .bind(base_id)
+                .bind(run_id)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
         assert_eq!(consumed, 3);
 
         // Lineage through the API: parent, run, pairs, prompts.
@@ -170,15 +197,34 @@ fn sft_trains_chat_jsonl_into_a_registered_first_iteration() {
         let dir = std::env::temp_dir().join(format!("srlm-sft-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let data = dir.join("ift.jsonl");
-        let lines: Vec<String> = [("What is the capital of France?", "Paris."), ("Add 3 and 4.", "3 + 4 = 7."), ("Name a fruit.", "An apple.")]
-            .iter()
-            .map(|(q, a)| serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}).to_string())
-            .collect();
+        let lines: Vec<String> =
+            [("What is the capital of France?", "Paris."), ("Add 3 and 4.", "3 + 4 = 7."), ("Name a fruit.", "An apple.")]
+                .iter()
+                .map(|(q, a)| {
+                    serde_json::json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}).to_string()
+                })
+                .collect();
         std::fs::write(&data, lines.join("\n") + "\n").unwrap();
         let out = dir.join("m1.gguf");
         let (ok, stdout, err) = srlm(&[
-            "train", "sft", "--model", &model_path(), "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap(),
-            "--batch-size", "3", "--micro-batch", "3", "--epochs", "2", "--dtype", "q8_0", "--database-url", &database_url(),
+            "train",
+            "sft",
+            "--model",
+            &model_path(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--batch-size",
+            "3",
+            "--micro-batch",
+            "3",
+            "--epochs",
+            "2",
+            "--dtype",
+            "q8_0",
+            "--database-url",
+            &database_url(),
         ]);
         assert!(ok, "srlm train sft failed:\n{err}");
         let summary: Value = serde_json::from_str(stdout.lines().last().unwrap()).expect("summary JSON");
@@ -205,20 +251,42 @@ fn a_watching_trainer_trains_the_active_checkpoint_once_enough_pairs_exist() {
         let (base_id, _) = checkpoint_with_pairs(&store, &dir, 1).await;
         store.activate_checkpoint(base_id).await.unwrap();
         let mut watcher = Command::new(env!("CARGO_BIN_EXE_srlm"))
-            .args(["train", "dpo", "--watch", "--min-pairs", "2", "--poll-secs", "1", "--batch-size", "2", "--max-len", "96", "--dtype", "q8_0"])
+            .args([
+                "train",
+                "dpo",
+                "--watch",
+                "--min-pairs",
+                "2",
+                "--poll-secs",
+                "1",
+                "--batch-size",
+                "2",
+                "--max-len",
+                "96",
+                "--dtype",
+                "q8_0",
+            ])
             .env("DATABASE_URL", &url)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let runs = || async {
-            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM training_runs WHERE status = 'succeeded'").fetch_one(store.pool()).await.unwrap()
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM training_runs WHERE status = 'succeeded'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
         };
         tokio::time::sleep(std::time::Duration::from_secs(3)).await;
         assert_eq!(runs().await, 0, "one pair is below --min-pairs");
         // A second pair arrives: the watcher trains.
         let (other, _) = checkpoint_with_pairs(&store, &dir.join("more"), 1).await;
-        sqlx::query("UPDATE pairs SET checkpoint_id = $1 WHERE checkpoint_id = $2").bind(base_id).bind(other).execute(store.pool()).await.unwrap();
+        sqlx::query("UPDATE pairs SET checkpoint_id = $1 WHERE checkpoint_id = $2")
+            .bind(base_id)
+            .bind(other)
+            .execute(store.pool())
+            .await
+            .unwrap();
         let mut trained = false;
         for _ in 0..240 {
             if runs().await == 1 {
@@ -230,7 +298,11 @@ fn a_watching_trainer_trains_the_active_checkpoint_once_enough_pairs_exist() {
         let _ = watcher.kill();
         let _ = watcher.wait();
         assert!(trained, "the watcher trained once two pairs were available");
-        let new: (i64, i32) = sqlx::query_as("SELECT parent_id, iteration FROM checkpoints WHERE parent_id = $1").bind(base_id).fetch_one(store.pool()).await.unwrap();
+        let new: (i64, i32) = sqlx::query_as("SELECT parent_id, iteration FROM checkpoints WHERE parent_id = $1")
+            .bind(base_id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
         assert_eq!(new, (base_id, 1));
         std::fs::remove_dir_all(&dir).unwrap();
     });

@@ -211,7 +211,9 @@ mod tests {
 
     #[test]
     fn matches_plain_attention_and_does_not_depend_on_how_the_cache_is_split() {
-        for (heads, kv_heads, hd, group_note) in [(9, 3, 64, "3 per kv head"), (4, 4, 16, "1"), (8, 2, 8, "4, hd 8"), (6, 1, 32, "6: portable values")] {
+        for (heads, kv_heads, hd, group_note) in
+            [(9, 3, 64, "3 per kv head"), (4, 4, 16, "1"), (8, 2, 8, "4, hd 8"), (6, 1, 32, "6: portable values")]
+        {
             let kv_dim = kv_heads * hd;
             let len = 37;
             let (q, k, v) = (data(heads * hd, 1), data(len * kv_dim, 2), data(len * kv_dim, 3));

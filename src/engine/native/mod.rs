@@ -90,22 +90,16 @@ impl NativeEngine {
         };
         let max_positions = model.config.max_positions;
         let (jobs, queue) = std_mpsc::channel();
-        let scheduler = Scheduler {
-            model,
-            vocab: vocab.clone(),
-            max_seqs: opts.max_seqs.max(1),
-            prefill_chunk: opts.prefill_chunk.max(1),
-            queue,
-        };
+        let scheduler =
+            Scheduler { model, vocab: vocab.clone(), max_seqs: opts.max_seqs.max(1), prefill_chunk: opts.prefill_chunk.max(1), queue };
         std::thread::Builder::new().name("srlm-native".into()).spawn(move || scheduler.run())?;
         tracing::info!(model = %info.name, max_seqs = opts.max_seqs, "native engine loaded");
         Ok(Self { info, vocab, tokenizer, max_positions, jobs })
     }
 
     fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
-        let text = prompt
-            .text(&self.vocab)?
-            .ok_or_else(|| EngineError::Invalid("the model has no chat template; use /v1/completions".into()))?;
+        let text =
+            prompt.text(&self.vocab)?.ok_or_else(|| EngineError::Invalid("the model has no chat template; use /v1/completions".into()))?;
         super::tokenizer::encode(&self.tokenizer, &text).map_err(|e| EngineError::Internal(e.to_string()))
     }
 }
@@ -138,9 +132,7 @@ impl Engine for NativeEngine {
         }
         // Room for every token's event and the finish: the scheduler never waits on a client.
         let (events, stream) = mpsc::channel(generation.max_tokens + 8);
-        self.jobs
-            .send(Job { prompt, generation, events })
-            .map_err(|_| EngineError::Internal("the native engine has stopped".into()))?;
+        self.jobs.send(Job { prompt, generation, events }).map_err(|_| EngineError::Internal("the native engine has stopped".into()))?;
         Ok(stream)
     }
 }
@@ -266,13 +258,9 @@ impl Scheduler {
             s.prefilled += count;
         }
         // Sampling is per sequence and independent: spread it over the threads.
-        let mut chosen: Vec<(usize, &mut Sequence)> =
-            running.iter_mut().enumerate().filter(|(si, _)| sampled.contains(si)).collect();
-        let tokens: Vec<(usize, SampledToken)> = chosen
-            .par_iter_mut()
-            .zip(logits.par_iter())
-            .map(|((si, s), logits)| (*si, s.sampler.sample(logits)))
-            .collect();
+        let mut chosen: Vec<(usize, &mut Sequence)> = running.iter_mut().enumerate().filter(|(si, _)| sampled.contains(si)).collect();
+        let tokens: Vec<(usize, SampledToken)> =
+            chosen.par_iter_mut().zip(logits.par_iter()).map(|((si, s), logits)| (*si, s.sampler.sample(logits))).collect();
         drop(chosen);
         let mut finished = Vec::new();
         for (si, token) in tokens {

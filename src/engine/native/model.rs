@@ -10,8 +10,8 @@ use std::sync::Arc;
 use anyhow::Result;
 use rayon::prelude::*;
 
-use super::q8::{Q8Linear, Q8Rows};
 use super::attention::attend;
+use super::q8::{Q8Linear, Q8Rows};
 use crate::train::config::LlamaConfig;
 use crate::train::weights::LlamaWeights;
 
@@ -161,15 +161,7 @@ impl NativeModel {
             .collect::<Result<Vec<_>>>()?;
         let (cos, sin) = config.rope_tables(config.max_positions);
         let (cos, sin) = (cos.iter().map(|&x| x as f32).collect(), sin.iter().map(|&x| x as f32).collect());
-        Ok(Self {
-            embed: flat(&w.embed)?,
-            norm: flat(&w.norm)?,
-            lm_head: linear(&w.lm_head)?,
-            layers,
-            cos,
-            sin,
-            config,
-        })
+        Ok(Self { embed: flat(&w.embed)?, norm: flat(&w.norm)?, lm_head: linear(&w.lm_head)?, layers, cos, sin, config })
     }
 
     /// Runs one step. Rows of a sequence must be consecutive positions following what

@@ -9,7 +9,21 @@ use rayon::prelude::*;
 
 /// `dst[m×n] (+)= lhs[m×k] · rhs[k×n]`, each operand given by its row and column strides.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, acc: bool, lhs: &[f32], lhs_rs: usize, lhs_cs: usize, rhs: &[f32], rhs_rs: usize, rhs_cs: usize, par: bool) {
+pub(super) fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    acc: bool,
+    lhs: &[f32],
+    lhs_rs: usize,
+    lhs_cs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+    rhs_cs: usize,
+    par: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -131,7 +145,17 @@ pub(super) fn sigmoid(x: f32) -> f32 {
 /// Causal attention of every (sequence, head); returns the output rows and (when
 /// `keep`) the probabilities.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, t: usize, heads: usize, kv: usize, hd: usize, keep: bool) -> (Vec<f32>, Vec<f32>) {
+pub(super) fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    b: usize,
+    t: usize,
+    heads: usize,
+    kv: usize,
+    hd: usize,
+    keep: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let (width, kv_width, group) = (heads * hd, kv * hd, heads / kv);
     let scale = 1.0 / (hd as f32).sqrt();
     let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..b * heads)
@@ -176,7 +200,20 @@ pub(super) fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, t: usize, hea
 
 /// Backward of [`attention`]: gradients of the (rotated) queries, keys and values.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn attention_back(dattn: &[f32], q: &[f32], k: &[f32], v: &[f32], p: &[f32], b: usize, t: usize, heads: usize, kv: usize, hd: usize, group: usize, scale: f32) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub(super) fn attention_back(
+    dattn: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p: &[f32],
+    b: usize,
+    t: usize,
+    heads: usize,
+    kv: usize,
+    hd: usize,
+    group: usize,
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (width, kv_width) = (heads * hd, kv * hd);
     // One task per (sequence, KV head): it owns that head's dK and dV.
     let parts: Vec<(Vec<Vec<f32>>, Vec<f32>, Vec<f32>)> = (0..b * kv)

@@ -329,7 +329,8 @@ pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32], grads
     }
 
     // The lowest layer whose input gradient anyone needs.
-    let lowest = if embed_trained { 0 } else { model.layers.iter().position(|l| layer_trained(l).iter().any(|&x| x)).unwrap_or(model.layers.len()) };
+    let lowest =
+        if embed_trained { 0 } else { model.layers.iter().position(|l| layer_trained(l).iter().any(|&x| x)).unwrap_or(model.layers.len()) };
     for li in (lowest..model.layers.len()).rev() {
         let lc = caches.pop().expect("one cache per layer");
         let lw = &w.layers[li];
@@ -344,11 +345,13 @@ pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32], grads
         drop(lc.a);
         let mut dgate = vec![0f32; n_rows * inter];
         let mut dup = vec![0f32; n_rows * inter];
-        dgate.par_iter_mut().zip(dup.par_iter_mut()).zip(da.par_iter()).zip(lc.g.par_iter().zip(lc.u.par_iter())).for_each(|(((dg, du), &da), (&g, &u))| {
-            let s = sigmoid(g);
-            *du = da * g * s;
-            *dg = da * u * s * (1.0 + g * (1.0 - s));
-        });
+        dgate.par_iter_mut().zip(dup.par_iter_mut()).zip(da.par_iter()).zip(lc.g.par_iter().zip(lc.u.par_iter())).for_each(
+            |(((dg, du), &da), (&g, &u))| {
+                let s = sigmoid(g);
+                *du = da * g * s;
+                *dg = da * u * s * (1.0 + g * (1.0 - s));
+            },
+        );
         drop(da);
         let mut dh2 = vec![0f32; n_rows * h];
         dy_w(&mut dh2, false, &dgate, n_rows, inter, lw[GATE].get(), h);
