@@ -93,6 +93,7 @@ def main(folder):
             f"| {name} | {pct(m['prompt_strict'])} | {pct(m['prompt_loose'], False)} | {pct(m['instruction_strict'])} "
             f"| {pct(m['instruction_loose'], False)} | {m['mean_answer_tokens']:.0f} | {judge_text} | {pairs} | {scores} | {h2h} | {times} |"
         )
+    print()
     for t, report in sorted(reports.items()):
         gate, move = report["gate"], report.get("policy_movement")
         line = f"- iteration {t}: {report.get('verifiable_prompts', 0)} checkable prompts, answers passing all: {pct_plain(report.get('verifiable_pass_rate'))}"
@@ -107,6 +108,34 @@ def main(folder):
             line += (f"; policy moved: margin {move['margin_change']:+.2f} [{move['margin_change_low']:+.2f}, {move['margin_change_high']:+.2f}],"
                      f" mean |Δ log p| {move['mean_abs_logprob_change']:.2f}")
         print(line)
+    # Each checkpoint against M1 on the whole yardstick, item by item (the same prompts,
+    # greedy answers): per prompt (all followed) and per instruction, +1 / -1 / 0.
+    base = answers(folder / "m1.ifeval.answers.json")
+    if base:
+        for name in sorted(p.name.split(".")[0] for p in folder.glob("*.ifeval.answers.json")):
+            if name == "m1":
+                continue
+            other = answers(folder / f"{name}.ifeval.answers.json")
+            prompt_change = paired([all(a) for a in base], [all(b) for b in other])
+            instruction_change = paired([x for a in base for x in a], [x for b in other for x in b])
+            print(f"- {name} − m1, paired on the yardstick: prompt-level {points(prompt_change)}, instruction-level {points(instruction_change)}")
+
+
+def answers(path):
+    """Per prompt, the strict outcome of each instruction (in the yardstick's order)."""
+    if not path.exists():
+        return None
+    return [item["outcome"]["strict"] for item in sorted(json.loads(path.read_text()), key=lambda item: item["id"])]
+
+
+def paired(before, after):
+    """Mean of after − before over items (each 0 or 1) with its 95 % interval."""
+    changes = [int(b) - int(a) for a, b in zip(before, after)]
+    n = len(changes)
+    mean = sum(changes) / n if n else 0.0
+    sd = (sum((c - mean) ** 2 for c in changes) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    half = 1.96 * sd / n**0.5 if n else 0.0
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
 
 def points(change):
