@@ -116,6 +116,9 @@ pub enum EvalCommand {
     ExportAlpaca(crate::eval::alpaca::ExportAlpacaArgs),
     /// Draw a stored metric by iteration as an SVG or PNG chart.
     Chart(crate::eval::ChartArgs),
+    /// The swap gate on two checkpoints: would it let --child replace --parent? (The
+    /// same measures and rule as `srlm loop`'s gate; for checkpoints trained elsewhere.)
+    Gate(EvalGateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +155,12 @@ pub struct DpoArgs {
     /// Most pairs to claim (default: all available).
     #[arg(long)]
     pub max_pairs: Option<i64>,
+    /// Train on the preference pairs of this JSONL file instead of pairs in Postgres:
+    /// TRL's format (`prompt`, `chosen`, `rejected` as text or message lists; what
+    /// `srlm data export-pairs` writes). The run is recorded and its checkpoint
+    /// registered as a child of --checkpoint (default: the active checkpoint).
+    #[arg(long, conflicts_with_all = ["watch", "max_pairs"])]
+    pub pairs: Option<PathBuf>,
     /// Seconds a claim lasts without renewal; the trainer renews it while it runs, and
     /// pairs of a trainer that died become claimable when it runs out.
     #[arg(long, default_value_t = 600)]
@@ -200,6 +209,65 @@ pub enum Preset {
 pub enum GateMode {
     On,
     Off,
+}
+
+/// How the swap gate measures (`srlm loop` and `srlm eval gate`).
+#[derive(Debug, Clone, Args)]
+pub struct GateArgs {
+    /// The yardstick the gate takes its quick subset from.
+    #[arg(long, default_value = "data/ifeval.jsonl")]
+    pub gate_ifeval: PathBuf,
+    /// Prompts of the quick subset.
+    #[arg(long, default_value_t = 48)]
+    pub gate_prompts: usize,
+    /// Verifiable judge pairs for the gate and the policy's movement (skipped when the
+    /// file does not exist).
+    #[arg(long, default_value = "data/verifiable_pairs.jsonl")]
+    pub gate_pairs: PathBuf,
+    /// Pairs of that file the gate judges.
+    #[arg(long, default_value_t = 48)]
+    pub gate_pair_limit: usize,
+    /// Largest tolerated drop on either measure (0.05 = 5 accuracy points), at the upper
+    /// end of the paired change's 95 % interval; 0 refuses any drop the interval is sure of.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub gate_margin: f64,
+    /// Most new tokens per gate answer.
+    #[arg(long, default_value_t = 192)]
+    pub gate_max_tokens: usize,
+}
+
+impl GateArgs {
+    /// The gate's settings; the judge pairs are skipped when their file does not exist.
+    pub fn settings(&self, concurrency: usize) -> crate::eval::gate::GateSettings {
+        crate::eval::gate::GateSettings {
+            ifeval: self.gate_ifeval.clone(),
+            prompts: self.gate_prompts,
+            pairs: self.gate_pairs.exists().then(|| self.gate_pairs.clone()),
+            pair_limit: self.gate_pair_limit,
+            margin: self.gate_margin,
+            max_tokens: self.gate_max_tokens,
+            concurrency,
+        }
+    }
+}
+
+/// `srlm eval gate`: would the swap gate let `--child` replace `--parent`?
+#[derive(Debug, Clone, Args)]
+pub struct EvalGateArgs {
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// The checkpoint serving now (id).
+    #[arg(long)]
+    pub parent: i64,
+    /// The checkpoint that would replace it (id): a refusal is recorded on it (status
+    /// `refused`, the reasons as its error) and the command exits with an error.
+    #[arg(long)]
+    pub child: i64,
+    /// Prompts and judge pairs measured at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub gate: GateArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -260,26 +328,8 @@ pub struct LoopArgs {
     /// --follow, so that only the loop activates checkpoints.
     #[arg(long, value_enum, default_value = "on")]
     pub gate: GateMode,
-    /// The yardstick the gate takes its quick subset from.
-    #[arg(long, default_value = "data/ifeval.jsonl")]
-    pub gate_ifeval: PathBuf,
-    /// Prompts of the quick subset.
-    #[arg(long, default_value_t = 48)]
-    pub gate_prompts: usize,
-    /// Verifiable judge pairs for the gate and the policy's movement (skipped when the
-    /// file does not exist).
-    #[arg(long, default_value = "data/verifiable_pairs.jsonl")]
-    pub gate_pairs: PathBuf,
-    /// Pairs of that file the gate judges.
-    #[arg(long, default_value_t = 48)]
-    pub gate_pair_limit: usize,
-    /// Largest tolerated drop on either measure (0.05 = 5 accuracy points), at the upper
-    /// end of the paired change's 95 % interval; 0 refuses any drop the interval is sure of.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub gate_margin: f64,
-    /// Most new tokens per gate answer.
-    #[arg(long, default_value_t = 192)]
-    pub gate_max_tokens: usize,
+    #[command(flatten)]
+    pub gate_with: GateArgs,
     /// Where each iteration's checkpoint is written, as m<t>.gguf (default: beside its
     /// base, named after the training run).
     #[arg(long)]
@@ -328,7 +378,7 @@ impl LoopArgs {
     }
 
     pub fn config(&self) -> crate::selfloop::LoopConfig {
-        let pairs = self.gate_pairs.exists().then(|| self.gate_pairs.clone());
+        let pairs = self.gate_with.gate_pairs.exists().then(|| self.gate_with.gate_pairs.clone());
         crate::selfloop::LoopConfig {
             url: self.url.clone(),
             database_url: self.database_url.clone(),
@@ -347,16 +397,8 @@ impl LoopArgs {
             eval_limit: self.eval_limit,
             reward: self.reward,
             verifiable_share: self.verifiable_share,
-            gate: (self.gate == GateMode::On).then(|| crate::eval::gate::GateSettings {
-                ifeval: self.gate_ifeval.clone(),
-                prompts: self.gate_prompts,
-                pairs: pairs.clone(),
-                pair_limit: self.gate_pair_limit,
-                margin: self.gate_margin,
-                max_tokens: self.gate_max_tokens,
-                concurrency: self.concurrency.max(4),
-            }),
-            movement_pairs: pairs.map(|p| (p, self.gate_pair_limit)),
+            gate: (self.gate == GateMode::On).then(|| self.gate_with.settings(self.concurrency.max(4))),
+            movement_pairs: pairs.map(|p| (p, self.gate_with.gate_pair_limit)),
             dpo: self.dpo.job(&self.database_url, None, Output::default()),
             out_dir: self.out_dir.clone(),
         }
@@ -489,9 +531,11 @@ pub struct ServeArgs {
     /// Run on CPU even when a GPU is available.
     #[arg(long, env = "SRLM_CPU")]
     pub cpu: bool,
-    /// Weight type to serve a GGUF model with: `auto` re-encodes Q4_1 as Q8_0 on CPU
-    /// (candle has SIMD kernels for Q8_0, not Q4_1); the copy is written once beside
-    /// the model and reused.
+    /// Weight type to serve a GGUF model with. The native engine: `auto` (and `as-is`)
+    /// serve Q4_0/Q4_1 matrices as the file stores them, with 4-bit kernels, and
+    /// everything else as Q8_0; `q8_0` re-encodes all as Q8_0. mistralrs: `auto`
+    /// re-encodes Q4_1 as Q8_0 on CPU (candle has SIMD kernels for Q8_0, not Q4_1), the
+    /// copy written once beside the model and reused. `/ready` says what is served.
     #[arg(long, env = "SRLM_WEIGHTS", value_enum, default_value = "auto")]
     pub weights: WeightsChoice,
     /// Requests admitted at once (running or queued); beyond it, 429 with Retry-After.
@@ -738,6 +782,7 @@ impl DpoOptions {
             database_url: database_url.to_string(),
             checkpoint,
             max_pairs: None,
+            pairs_file: None,
             lease: Duration::from_secs(600),
             announce: true,
             dpo: DpoConfig { loss: self.loss, beta: self.beta, label_smoothing: self.label_smoothing },
@@ -751,6 +796,7 @@ impl DpoArgs {
     pub fn job(&self) -> (DpoJob, Option<Watch>) {
         let job = DpoJob {
             max_pairs: self.max_pairs,
+            pairs_file: self.pairs.clone(),
             lease: Duration::from_secs(self.lease_secs),
             announce: !self.no_announce,
             ..self.dpo.job(&self.database_url, self.checkpoint, self.output.output())

@@ -41,6 +41,9 @@ async fn main() -> anyhow::Result<()> {
                 EvalCommand::Reviews(args) => srlm::eval::reviews::run(args).await,
                 EvalCommand::ExportAlpaca(args) => srlm::eval::alpaca::run(args).await,
                 EvalCommand::Chart(args) => srlm::eval::chart_command(args).await,
+                EvalCommand::Gate(args) => {
+                    srlm::eval::gate::run(&args.database_url, args.parent, args.child, &args.gate.settings(args.concurrency)).await
+                }
             }
         }
         Command::Data(data) => {

@@ -257,19 +257,7 @@ pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
     let started = Instant::now();
     let gate = match &args.gate {
         None => json!({"enabled": false}),
-        Some(settings) => {
-            let parent = gate::figures_of(store, active.id, settings).await?;
-            let child = gate::figures_of(store, output, settings).await?;
-            let decision = gate::decide(&parent, &child, settings.margin);
-            if let Err(reasons) = &decision {
-                store.mark_checkpoint_refused(output, &reasons.join("; ")).await?;
-            }
-            let (instructions, judge) = gate::changes(&parent, &child);
-            json!({"enabled": true, "refused": decision.is_err(), "reasons": decision.err(),
-                   "parent": parent.summary(), "child": child.summary(),
-                   "instruction_change": instructions, "judge_change": (judge.n > 0).then_some(judge),
-                   "margin": settings.margin, "dataset": settings.dataset()})
-        }
+        Some(settings) => serde_json::to_value(gate::check(store, active.id, output, settings).await?)?,
     };
     let gate_seconds = started.elapsed().as_secs_f64();
 

@@ -33,6 +33,9 @@ pub struct Readiness {
     pub engine: String,
     /// Where it runs: `cpu`, `cuda:0`, …
     pub device: String,
+    /// The weight types it serves, most matrices first: `q4_1, q8_0` (the native
+    /// engine's 4-bit kernels on the file's own blocks), `q8_0`, …
+    pub weights: String,
     /// The checkpoint row of the served model, once registered.
     pub checkpoint_id: Option<i64>,
     /// `ok`, or what is wrong with the database.
@@ -73,6 +76,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
         model: served.engine.info().name.clone(),
         engine: served.engine.info().engine.clone(),
         device: served.engine.info().device.clone(),
+        weights: served.engine.info().weights.clone(),
         checkpoint_id,
         database,
     };

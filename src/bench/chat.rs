@@ -49,7 +49,11 @@ struct Sample {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let prompts: Vec<String> =
         if args.prompt.is_empty() { DEFAULT_PROMPTS.iter().map(|s| s.to_string()).collect() } else { args.prompt.clone() };
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(args.time_limit_s)).build()?;
+    // A connection per request: servers differ in when they close an idle keep-alive
+    // connection (llama-server closes it after a stream), and a request sent on one the
+    // server just closed fails without reaching it. On loopback a connection costs well
+    // under a millisecond.
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(args.time_limit_s)).pool_max_idle_per_host(0).build()?;
     let mut results = Vec::new();
     println!(
         "{:>11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}",

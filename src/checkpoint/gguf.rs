@@ -41,7 +41,8 @@ impl WeightType {
 /// What `srlm serve --weights` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WeightsChoice {
-    /// Q8_0 on CPU where the file holds Q4_1 (no SIMD kernel in candle); otherwise as is.
+    /// The native engine: Q4_0/Q4_1 as stored, the rest as Q8_0. mistralrs: Q8_0 on CPU
+    /// where the file holds Q4_1 (no SIMD kernel in candle); otherwise as is.
     Auto,
     /// Serve the file's weights unchanged.
     AsIs,

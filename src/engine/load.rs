@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::mistral::MistralEngine;
-use super::native::{NativeEngine, NativeOptions};
+use super::native::NativeEngine;
 use super::SharedEngine;
 use crate::checkpoint::gguf::WeightsChoice;
 
@@ -39,7 +39,8 @@ pub struct EngineOptions {
     pub kv_cache_tokens: Option<usize>,
     /// Run on CPU even when a GPU is available.
     pub force_cpu: bool,
-    /// Weight type to serve a GGUF file with in mistralrs (converted once, then reused).
+    /// Weight type to serve a GGUF file with: the native engine serves Q4_0/Q4_1 as stored
+    /// unless asked for Q8_0; mistralrs converts once, then reuses the copy.
     pub weights: WeightsChoice,
 }
 
@@ -75,12 +76,7 @@ pub async fn load(options: &EngineOptions) -> anyhow::Result<SharedEngine> {
         EngineChoice::Auto => on_cpu && is_llama(Path::new(&options.model)),
     };
     if native {
-        let native = NativeOptions {
-            model: options.model.clone(),
-            name: options.name.clone(),
-            max_seqs: options.max_seqs,
-            prefill_chunk: options.prefill_chunk,
-        };
+        let native = options.clone();
         return Ok(Arc::new(tokio::task::spawn_blocking(move || NativeEngine::load(&native)).await??));
     }
     Ok(Arc::new(MistralEngine::load(options).await?))

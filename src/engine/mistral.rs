@@ -26,6 +26,7 @@ use super::text::{Piece, TextAssembler};
 use super::vocab::Vocab;
 use super::{Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt};
 use crate::checkpoint::gguf::converted_copy;
+use candle_core::quantized::GgmlDType;
 
 pub struct MistralEngine {
     model: Model,
@@ -50,12 +51,18 @@ impl MistralEngine {
         let path = PathBuf::from(&opts.model);
         let prefix_cache = (opts.prefix_cache > 0).then_some(opts.prefix_cache);
 
-        let (model, format, vocab) = if is_gguf(&path) {
+        let (model, format, vocab, weights) = if is_gguf(&path) {
             let vocab = Vocab::from_gguf(&path)?;
             let path = match opts.weights.resolve(&path, on_cpu)? {
                 Some(to) => converted_copy(&path, to)?,
                 None => path.clone(),
             };
+            let weights = crate::checkpoint::gguf::tensor_types(&path)?
+                .iter()
+                .filter(|t| !matches!(t, GgmlDType::F32))
+                .map(|t| format!("{t:?}").to_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ");
             tracing::info!(file = %path.display(), "loading GGUF weights");
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             let file = path.file_name().context("model path has no file name")?.to_string_lossy();
@@ -67,7 +74,7 @@ impl MistralEngine {
             if !on_cpu {
                 builder = builder.with_paged_attn(paged_attention(opts)?);
             }
-            (builder.build().await?, "gguf", vocab)
+            (builder.build().await?, "gguf", vocab, weights)
         } else {
             let mut builder = TextModelBuilder::new(&opts.model)
                 .with_max_num_seqs(max_concurrent)
@@ -78,7 +85,7 @@ impl MistralEngine {
             }
             let model = builder.build().await?;
             let vocab = if path.is_dir() { Vocab::for_model(&path)? } else { Vocab::from_tokenizer_json(&hub_tokenizer(&opts.model)?)? };
-            (model, "safetensors", vocab)
+            (model, "safetensors", vocab, "as stored".to_string())
         };
 
         let name = opts.name.clone().unwrap_or_else(|| default_name(&path));
@@ -93,8 +100,9 @@ impl MistralEngine {
                 candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
             },
             max_concurrent,
+            weights,
         };
-        tracing::info!(model = %info.name, device = %info.device, max_concurrent, "mistralrs engine loaded");
+        tracing::info!(model = %info.name, device = %info.device, max_concurrent, weights = %info.weights, "mistralrs engine loaded");
         Ok(Self { model, vocab: Arc::new(vocab), info, slots: Arc::new(Semaphore::new(max_concurrent)) })
     }
 

@@ -142,6 +142,8 @@ pub struct ModelInfo {
     pub device: String,
     /// Generations the engine runs at once.
     pub max_concurrent: usize,
+    /// The weight types served, most matrices first (`q4_1, q8_0`).
+    pub weights: String,
 }
 
 #[async_trait]

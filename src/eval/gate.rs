@@ -119,6 +119,62 @@ pub fn changes(parent: &GateFigures, child: &GateFigures) -> (MeanInterval, Mean
     )
 }
 
+/// The gate's verdict on `child` against `parent`, with what it measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateOutcome {
+    pub enabled: bool,
+    pub refused: bool,
+    /// Why it refused (`None` when it did not).
+    pub reasons: Option<Vec<String>>,
+    pub parent: serde_json::Value,
+    pub child: serde_json::Value,
+    pub instruction_change: MeanInterval,
+    /// `None` without judge pairs.
+    pub judge_change: Option<MeanInterval>,
+    pub margin: f64,
+    pub dataset: String,
+}
+
+/// Measures checkpoints `parent` and `child` (stored figures for the same subset are
+/// reused), decides, and records a refusal on `child` (status `refused`, the reasons as
+/// its error; an active checkpoint is left as it is).
+pub async fn check(store: &crate::store::Store, parent: i64, child: i64, settings: &GateSettings) -> Result<GateOutcome> {
+    let before = figures_of(store, parent, settings).await?;
+    let after = figures_of(store, child, settings).await?;
+    let decision = decide(&before, &after, settings.margin);
+    if let Err(reasons) = &decision {
+        store.mark_checkpoint_refused(child, &reasons.join("; ")).await?;
+    }
+    let (instructions, judge) = changes(&before, &after);
+    Ok(GateOutcome {
+        enabled: true,
+        refused: decision.is_err(),
+        reasons: decision.err(),
+        parent: before.summary(),
+        child: after.summary(),
+        instruction_change: instructions,
+        judge_change: (judge.n > 0).then_some(judge),
+        margin: settings.margin,
+        dataset: settings.dataset(),
+    })
+}
+
+/// `srlm eval gate`: the gate on two stored checkpoints, measured in this process;
+/// prints the outcome as JSON and fails when the gate refuses.
+pub async fn run(database_url: &str, parent: i64, child: i64, settings: &GateSettings) -> Result<()> {
+    let store = crate::store::Store::connect_migrated(database_url).await.context("connecting to Postgres")?;
+    for id in [parent, child] {
+        store.checkpoint(id).await?.with_context(|| format!("no checkpoint {id}"))?;
+    }
+    let outcome = check(&store, parent, child, settings).await?;
+    println!("{}", serde_json::to_string(&outcome)?);
+    if let Some(reasons) = &outcome.reasons {
+        anyhow::bail!("the swap gate refuses checkpoint {child} in place of {parent}: {}", reasons.join("; "));
+    }
+    eprintln!("the swap gate lets checkpoint {child} replace {parent}");
+    Ok(())
+}
+
 /// Measures `source` as the gate does.
 pub async fn measure(source: &Source, settings: &GateSettings) -> Result<GateFigures> {
     let mut prompts = crate::verify::prompts::read(&settings.ifeval)?;

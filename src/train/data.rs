@@ -149,6 +149,94 @@ pub fn read_chat_jsonl(path: &Path) -> Result<Vec<Vec<ChatMessage>>> {
     Ok(out)
 }
 
+/// A preference pair as text: the conversation up to the answer, the better answer and
+/// the worse one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextPair {
+    /// The `pairs` row it came from, when it came from Postgres.
+    pub id: Option<i64>,
+    pub messages: Vec<ChatMessage>,
+    pub chosen: String,
+    pub rejected: String,
+}
+
+/// Reads TRL's preference JSONL (what `srlm data export-pairs` writes): `prompt`,
+/// `chosen` and `rejected`, each either text (a text prompt is one user message) or a
+/// list of messages (`chosen` and `rejected` end with the assistant's answer). Without
+/// `prompt`, `chosen` and `rejected` are whole conversations that share all but their
+/// last message (TRL's implicit prompt). Other keys (scores, ids) are ignored.
+pub fn read_pairs_jsonl(path: &Path) -> Result<Vec<TextPair>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", path.display(), i + 1);
+        let row: serde_json::Value = serde_json::from_str(line).with_context(|| format!("{at}: not JSON"))?;
+        out.push(text_pair(&row).with_context(|| at.clone())?);
+    }
+    Ok(out)
+}
+
+fn text_pair(row: &serde_json::Value) -> Result<TextPair> {
+    let conversation = |key: &str| -> Result<Vec<ChatMessage>> {
+        match &row[key] {
+            serde_json::Value::String(text) => {
+                let role = if key == "prompt" { "user" } else { "assistant" };
+                Ok(vec![ChatMessage { role: role.into(), content: text.clone() }])
+            }
+            serde_json::Value::Array(_) => {
+                let messages: Vec<JsonMessage> = serde_json::from_value(row[key].clone())
+                    .with_context(|| format!("`{key}` is not a list of {{\"role\", \"content\"}} messages"))?;
+                Ok(messages.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect())
+            }
+            serde_json::Value::Null => bail!("no `{key}`"),
+            _ => bail!("`{key}` is neither text nor a list of messages"),
+        }
+    };
+    let (mut chosen, mut rejected) = (conversation("chosen")?, conversation("rejected")?);
+    let answer = |messages: &mut Vec<ChatMessage>, key: &str| -> Result<String> {
+        match messages.pop() {
+            Some(m) if m.role == "assistant" => Ok(m.content),
+            _ => bail!("`{key}` must end with the assistant's answer"),
+        }
+    };
+    let (better, worse) = (answer(&mut chosen, "chosen")?, answer(&mut rejected, "rejected")?);
+    let messages = if row.get("prompt").is_some_and(|p| !p.is_null()) {
+        if !chosen.is_empty() || !rejected.is_empty() {
+            bail!("with a `prompt`, `chosen` and `rejected` hold only the answer");
+        }
+        conversation("prompt")?
+    } else {
+        if chosen != rejected {
+            bail!("without a `prompt`, `chosen` and `rejected` must share every message before the answer");
+        }
+        chosen
+    };
+    if !messages.iter().any(|m| m.role == "user") {
+        bail!("the prompt has no user message");
+    }
+    Ok(TextPair { id: None, messages, chosen: better, rejected: worse })
+}
+
+/// Tokenizes preference pairs for DPO, fitting them to `max_len` (the prompt gives way
+/// to the longer answer).
+pub fn pair_examples(format: &ChatFormat, pairs: &[TextPair], max_len: usize, policy: Truncation) -> Result<(Vec<PairTokens>, FitCounts)> {
+    let mut counts = FitCounts::default();
+    let mut out = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let mut prompt = format.prompt(&p.messages)?;
+        let (chosen, rejected) = (format.answer(&p.chosen)?, format.answer(&p.rejected)?);
+        let f = fit(&mut prompt, chosen.len().max(rejected.len()), max_len, policy);
+        counts.count(f);
+        if f != Fit::Skipped {
+            out.push(PairTokens { id: p.id, prompt, chosen, rejected });
+        }
+    }
+    Ok((out, counts))
+}
+
 /// Tokenizes chat examples for SFT, fitting them to `max_len`.
 pub fn sft_examples(
     format: &ChatFormat,
@@ -185,6 +273,40 @@ mod tests {
         assert_eq!(fit(&mut p, 5, 8, Truncation::Skip), Fit::Skipped);
         assert_eq!(fit(&mut p, 8, 8, Truncation::Prompt), Fit::Skipped);
         assert_eq!(p.len(), 10);
+    }
+
+    #[test]
+    fn preference_rows_are_read_in_each_of_trls_shapes() {
+        let user = |t: &str| ChatMessage { role: "user".into(), content: t.into() };
+        let row = |v: serde_json::Value| text_pair(&v);
+        // Conversational, as `data export-pairs` writes it (extra keys ignored).
+        let p = row(serde_json::json!({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}],
+            "chosen": [{"role": "assistant", "content": "Hello!"}], "rejected": [{"role": "assistant", "content": "Go away."}],
+            "score_chosen": 4.5}))
+        .unwrap();
+        assert_eq!(
+            (p.messages.len(), p.messages[1].content.as_str(), p.chosen.as_str(), p.rejected.as_str()),
+            (2, "Hi?", "Hello!", "Go away.")
+        );
+        // Standard (text).
+        let p = row(serde_json::json!({"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."})).unwrap();
+        assert_eq!((p.messages, p.chosen.as_str()), (vec![user("Hi?")], "Hello!"));
+        // Implicit prompt: whole conversations sharing everything but the answer.
+        let p = row(serde_json::json!({"chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello!"}],
+            "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Go away."}]}))
+        .unwrap();
+        assert_eq!((p.messages, p.rejected.as_str()), (vec![user("Hi?")], "Go away."));
+        // What cannot be a pair says why.
+        let why = |v: serde_json::Value| format!("{:#}", row(v).unwrap_err());
+        assert!(why(serde_json::json!({"prompt": "Hi?", "chosen": "Hello!"})).contains("no `rejected`"));
+        assert!(why(serde_json::json!({"prompt": "Hi?", "chosen": [{"role": "user", "content": "x"}], "rejected": "y"}))
+            .contains("`chosen` must end with the assistant's answer"));
+        assert!(why(serde_json::json!({"chosen": [{"role": "user", "content": "A?"}, {"role": "assistant", "content": "x"}],
+            "rejected": [{"role": "user", "content": "B?"}, {"role": "assistant", "content": "y"}]}))
+        .contains("share every message"));
+        assert!(why(serde_json::json!({"prompt": [{"role": "system", "content": "s"}], "chosen": "x", "rejected": "y"}))
+            .contains("no user message"));
+        assert!(why(serde_json::json!({"prompt": 3, "chosen": "x", "rejected": "y"})).contains("neither text nor"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use candle_core::DType;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 
-use super::data::{self, ChatFormat, Fit, FitCounts, PairTokens, SftExample};
+use super::data::{self, ChatFormat, FitCounts, PairTokens, SftExample, TextPair};
 use super::dpo::DpoConfig;
 use super::model::Model;
 use super::settings::{DpoJob, Output, SftJob, TrainSettings, Watch};
@@ -43,25 +43,19 @@ fn messages_of(value: &serde_json::Value) -> Result<Vec<ChatMessage>> {
         .collect()
 }
 
-/// Tokenizes claimed pairs, fitting them to `max_len`.
-pub fn pair_tokens(
-    format: &ChatFormat,
-    pairs: &[ClaimedPair],
-    max_len: usize,
-    policy: data::Truncation,
-) -> Result<(Vec<PairTokens>, FitCounts)> {
-    let mut counts = FitCounts::default();
-    let mut out = Vec::with_capacity(pairs.len());
-    for p in pairs {
-        let mut prompt = format.prompt(&messages_of(&p.messages).with_context(|| format!("pair {}", p.id))?)?;
-        let (chosen, rejected) = (format.answer(&p.chosen)?, format.answer(&p.rejected)?);
-        let f = data::fit(&mut prompt, chosen.len().max(rejected.len()), max_len, policy);
-        counts.count(f);
-        if f != Fit::Skipped {
-            out.push(PairTokens { id: Some(p.id), prompt, chosen, rejected });
-        }
-    }
-    Ok((out, counts))
+/// Claimed pairs as text pairs (their stored conversation parsed).
+fn text_pairs(claimed: &[ClaimedPair]) -> Result<Vec<TextPair>> {
+    claimed
+        .iter()
+        .map(|p| {
+            Ok(TextPair {
+                id: Some(p.id),
+                messages: messages_of(&p.messages).with_context(|| format!("pair {}", p.id))?,
+                chosen: p.chosen.clone(),
+                rejected: p.rejected.clone(),
+            })
+        })
+        .collect()
 }
 
 /// A rough peak-memory estimate: weights, gradients and Adam moments of what is
@@ -307,27 +301,40 @@ async fn dpo_once(store: &Store, job: &DpoJob) -> Result<()> {
     let limit = job.max_pairs.unwrap_or(i64::MAX);
     let lease = job.lease.max(Duration::from_secs(10));
 
+    let from_file = match &job.pairs_file {
+        Some(path) => Some(data::read_pairs_jsonl(path)?),
+        None => None,
+    };
     if output.dry_run {
-        let peek = store.available_pairs(base.id, limit).await?;
-        let (pairs, counts) = pair_tokens(&format, &peek, train.max_len, train.truncation)?;
+        let peek = match &from_file {
+            Some(pairs) => pairs.clone(),
+            None => text_pairs(&store.available_pairs(base.id, limit).await?)?,
+        };
+        let (pairs, counts) = data::pair_examples(&format, &peek, train.max_len, train.truncation)?;
         return dry_run("dpo", &base_path, train, pairs.iter().map(|p| (p.tokens(), p.chosen.len() + p.rejected.len())), counts);
     }
 
     let worker = worker_name();
-    let claimed = store.claim_pairs(base.id, &worker, limit, lease).await?;
+    // Pairs from a file are the run's own; pairs in Postgres are claimed (leased) first.
+    let claimed = match from_file {
+        Some(pairs) => pairs,
+        None => text_pairs(&store.claim_pairs(base.id, &worker, limit, lease).await?)?,
+    };
     let config = serde_json::json!({"dpo": dpo, "optim": train.optim, "trainable": train.trainable, "max_len": train.max_len,
-        "truncation": train.truncation, "base": base.path, "dtype": train.dtype.suffix()});
+        "truncation": train.truncation, "base": base.path, "dtype": train.dtype.suffix(), "pairs_file": job.pairs_file});
     let run_id = store.start_run("dpo", Some(base.id), &worker, &config).await?;
     let out = output.out.clone().unwrap_or_else(|| default_out(&base_path, &format!("dpo-r{run_id}"), train.dtype));
     let result = async {
-        let (pairs, counts) = pair_tokens(&format, &claimed, train.max_len, train.truncation)?;
+        let (pairs, counts) = data::pair_examples(&format, &claimed, train.max_len, train.truncation)?;
+        let from = job.pairs_file.as_ref().map_or_else(|| "postgres (claimed)".to_string(), |p| p.display().to_string());
         tracing::info!(
             run = run_id,
-            claimed = claimed.len(),
+            from,
+            pairs = claimed.len(),
             kept = counts.kept,
             truncated = counts.truncated,
             skipped = counts.skipped,
-            "pairs claimed"
+            "pairs to train on"
         );
         if pairs.is_empty() {
             bail!(

@@ -42,6 +42,9 @@ pub struct DpoJob {
     pub checkpoint: Option<i64>,
     /// Most pairs to claim (default: all available).
     pub max_pairs: Option<i64>,
+    /// Train on the pairs of this preference JSONL instead of claiming pairs from
+    /// Postgres (the run is still recorded and its checkpoint registered).
+    pub pairs_file: Option<PathBuf>,
     /// How long claimed pairs stay a trainer's without renewal.
     pub lease: Duration,
     /// Announce the registered checkpoint to servers that follow (`serve --follow`).

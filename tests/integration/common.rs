@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use srlm::engine::mistral::MistralEngine;
-use srlm::engine::native::{NativeEngine, NativeOptions};
+use srlm::engine::native::NativeEngine;
 use srlm::engine::SharedEngine;
 use srlm::store::Store;
 use srlm::{AppState, Limits};
@@ -51,14 +51,22 @@ pub fn server_engine_kind() -> String {
 /// Each engine is loaded once per test binary, on the shared runtime.
 pub fn engine(kind: &str) -> SharedEngine {
     static NATIVE: OnceLock<SharedEngine> = OnceLock::new();
+    static NATIVE_Q8: OnceLock<SharedEngine> = OnceLock::new();
     static MISTRAL: OnceLock<SharedEngine> = OnceLock::new();
     static MISTRAL_F32: OnceLock<SharedEngine> = OnceLock::new();
     let load = move || -> SharedEngine {
         let kind = kind.to_string();
         std::thread::spawn(move || {
             rt().block_on(async move {
-                if kind == "native" {
-                    let options = NativeOptions { model: model_path(), name: None, max_seqs: 32, prefill_chunk: 256 };
+                if kind.starts_with("native") {
+                    // `native`: the file's Q4_1 blocks as stored; `native-q8`: re-encoded as Q8_0.
+                    let weights = if kind == "native-q8" {
+                        srlm::checkpoint::gguf::WeightsChoice::Q8_0
+                    } else {
+                        srlm::checkpoint::gguf::WeightsChoice::Auto
+                    };
+                    let options =
+                        srlm::engine::load::EngineOptions { weights, ..srlm::engine::load::EngineOptions::for_model(&model_path()) };
                     Arc::new(NativeEngine::load(&options).expect("native engine loads the default model")) as SharedEngine
                 } else {
                     let options = srlm::engine::load::EngineOptions {
@@ -80,6 +88,7 @@ pub fn engine(kind: &str) -> SharedEngine {
     };
     match kind {
         "native" => NATIVE.get_or_init(load).clone(),
+        "native-q8" => NATIVE_Q8.get_or_init(load).clone(),
         "mistralrs" => MISTRAL.get_or_init(load).clone(),
         // The single-sequence f32 reference: mistralrs on an F32 copy of the weights.
         "mistralrs-f32" => MISTRAL_F32.get_or_init(load).clone(),

@@ -83,10 +83,12 @@ fn native_random_mixes_joining_mid_way_match_solo_runs() {
 #[test]
 fn native_and_mistralrs_agree_on_the_same_weights() {
     rt().block_on(async {
-        let native = engine("native");
+        // The same weights: the file's Q4_1 blocks re-encoded as Q8_0 in both (srlm
+        // `--weights q8_0`, mistralrs's CPU default). mistralrs keeps activations in F16
+        // on CPU, srlm quantizes them to 8 bits. Measured: mean |Δ| 0.03, max 0.16 nats.
+        // (srlm on the Q4_1 blocks themselves against mistralrs's Q8_0: mean 0.043, max 0.26.)
+        let native = engine("native-q8");
         let mistral = engine("mistralrs");
-        // Both read the same Q8_0 weights with Q8_0-quantized activations; mistralrs keeps
-        // activations in F16 on CPU, srlm in f32. Measured: mean |Δ| 0.03, max 0.16 nats.
         let mut diffs = Vec::new();
         for p in PROMPTS {
             let a = run(&native, greedy(p, 16)).await;
@@ -126,20 +128,32 @@ fn scoring_a_fixed_continuation_agrees_between_engines() {
     });
 }
 
+/// Teacher-forced log-probs of `kind` and of the f32 reference on one fixed answer: the
+/// largest and the mean difference (the tokens must agree).
+async fn against_f32_reference(kind: &str) -> (f32, f32) {
+    let prompt = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "How do I keep basil alive?".into() }]);
+    let continuation = "Give it plenty of sunlight, water it when the top of the soil is dry, and pinch off the flowers.";
+    let native = engine(kind).score(prompt.clone(), continuation).await.expect("native score");
+    let reference = engine("mistralrs-f32").score(prompt, continuation).await.expect("f32 reference score");
+    assert_eq!(native.iter().map(|t| t.token).collect::<Vec<_>>(), reference.iter().map(|t| t.token).collect::<Vec<_>>());
+    let diffs: Vec<f32> = native.iter().zip(&reference).map(|(a, b)| (a.logprob - b.logprob).abs()).collect();
+    let (max, mean) = (diffs.iter().copied().fold(0f32, f32::max), diffs.iter().sum::<f32>() / diffs.len() as f32);
+    eprintln!("{kind} vs f32: {} tokens, max {max:.3}, mean {mean:.3} nats", diffs.len());
+    (max, mean)
+}
+
 #[test]
 fn native_log_probs_stay_close_to_an_f32_reference() {
     rt().block_on(async {
-        let prompt = Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "How do I keep basil alive?".into() }]);
-        let continuation = "Give it plenty of sunlight, water it when the top of the soil is dry, and pinch off the flowers.";
-        let native = engine("native").score(prompt.clone(), continuation).await.expect("native score");
-        let reference = engine("mistralrs-f32").score(prompt, continuation).await.expect("f32 reference score");
-        assert_eq!(native.iter().map(|t| t.token).collect::<Vec<_>>(), reference.iter().map(|t| t.token).collect::<Vec<_>>());
-        let diffs: Vec<f32> = native.iter().zip(&reference).map(|(a, b)| (a.logprob - b.logprob).abs()).collect();
-        let max = diffs.iter().copied().fold(0f32, f32::max);
-        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
-        // Measured: max 0.60, mean 0.086 nats over 23 tokens. The native engine quantizes
-        // weights and activations to 8 bits; the reference keeps f32 weights (mistralrs
-        // still computes CPU activations in F16). A broken kernel is off by whole nats.
+        // The native engine multiplies the file's Q4_1 blocks with 8-bit activations; the
+        // reference keeps f32 weights decoded from the same blocks (mistralrs still
+        // computes CPU activations in F16). Measured: max 0.20, mean 0.053 nats over 23
+        // tokens. A broken kernel is off by whole nats.
+        let (max, mean) = against_f32_reference("native").await;
+        assert!(max < 0.8 && mean < 0.15, "native (Q4_1 weights, Q8 activations) vs f32: max {max}, mean {mean}");
+        // The same with every matrix re-encoded as Q8_0 (`--weights q8_0`), a second
+        // rounding of the weights: max 0.54, mean 0.100 nats.
+        let (max, mean) = against_f32_reference("native-q8").await;
         assert!(max < 0.8 && mean < 0.15, "native (Q8_0 weights and activations) vs f32: max {max}, mean {mean}");
     });
 }

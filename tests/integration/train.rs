@@ -7,7 +7,7 @@ use std::process::Command;
 
 use candle_core::{DType, Device};
 use serde_json::Value;
-use srlm::engine::native::{NativeEngine, NativeOptions};
+use srlm::engine::native::NativeEngine;
 use srlm::engine::{complete, ChatMessage, Generation, Prompt, SamplingConfig};
 use srlm::store::Store;
 use srlm::train::data::ChatFormat;
@@ -175,7 +175,11 @@ fn dpo_trains_the_pairs_in_postgres_into_a_registered_checkpoint_that_serves() {
         assert_eq!(lineage["prompt_ids"].as_array().unwrap().len(), 3);
 
         // The written checkpoint loads in the server's engine and answers.
-        let options = NativeOptions { model: path.to_string_lossy().into_owned(), name: None, max_seqs: 4, prefill_chunk: 64 };
+        let options = srlm::engine::load::EngineOptions {
+            max_seqs: 4,
+            prefill_chunk: 64,
+            ..srlm::engine::load::EngineOptions::for_model(&path.to_string_lossy())
+        };
         let served = NativeEngine::load(&options).expect("the trained checkpoint loads");
         let generation = Generation {
             prompt: Prompt::Chat(vec![ChatMessage { role: "user".into(), content: "What is 2 + 2?".into() }]),
@@ -185,6 +189,77 @@ fn dpo_trains_the_pairs_in_postgres_into_a_registered_checkpoint_that_serves() {
         };
         let answer = complete(&served, generation).await.expect("the trained checkpoint generates");
         assert!(!answer.text.trim().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    });
+}
+
+#[test]
+fn dpo_trains_a_pairs_file_and_the_gate_judges_the_result() {
+    rt().block_on(async {
+        let store = Store::connect_lazy(&database_url()).unwrap();
+        store.migrate().await.unwrap();
+        let dir = std::env::temp_dir().join(format!("srlm-dpo-file-{}", std::process::id()));
+        let (base_id, _) = checkpoint_with_pairs(&store, &dir, 2).await;
+        let id = base_id.to_string();
+        // Three pairs in TRL's shapes: conversational, text, implicit prompt.
+        let file = dir.join("pairs.jsonl");
+        std::fs::write(
+            &file,
+            [
+                r#"{"prompt": [{"role": "user", "content": "Name a primary colour."}], "chosen": [{"role": "assistant", "content": "Red."}], "rejected": [{"role": "assistant", "content": "Banana."}]}"#,
+                r#"{"prompt": "What is 2 + 2?", "chosen": "4.", "rejected": "22."}"#,
+                r#"{"chosen": [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello!"}], "rejected": [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "No."}]}"#,
+            ]
+            .join("\n"),
+        )
+        .unwrap();
+        let file_arg = file.to_string_lossy().into_owned();
+        let (ok, _, err) = srlm(&["train", "dpo", "--pairs", &file_arg, "--watch"]);
+        assert!(!ok && err.contains("cannot be used with"), "{err}");
+
+        let (ok, out, err) = srlm(&[
+            "train", "dpo", "--checkpoint", &id, "--pairs", &file_arg, "--batch-size", "2", "--max-len", "96", "--dtype", "q8_0", "--no-announce",
+        ]);
+        assert!(ok, "srlm train dpo --pairs failed:\n{err}");
+        let summary: Value = serde_json::from_str(out.lines().last().unwrap()).expect("summary JSON");
+        assert_eq!((summary["steps"].as_i64(), summary["examples"].as_i64()), (Some(2), Some(3)), "{summary}");
+        assert_eq!(summary["parent_id"], base_id);
+        let child = summary["checkpoint_id"].as_i64().unwrap();
+        // The pairs in Postgres were not touched; the run names its file.
+        let available: i64 = sqlx::query_scalar("SELECT count(*) FROM pairs WHERE checkpoint_id = $1 AND status = 'available'")
+            .bind(base_id)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(available, 2);
+        let config: Value = sqlx::query_scalar("SELECT config FROM training_runs WHERE id = $1")
+            .bind(summary["run_id"].as_i64().unwrap())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(config["pairs_file"], file_arg.as_str());
+
+        // The gate on the two, on a tiny subset: it decides and prints its figures…
+        let (parent, child_arg) = (id.clone(), child.to_string());
+        let gate = |margin: &'static str| {
+            srlm(&[
+                "eval", "gate", "--parent", &parent, "--child", &child_arg, "--gate-prompts", "3", "--gate-pair-limit", "2",
+                "--gate-max-tokens", "24", "--gate-margin", margin,
+            ])
+        };
+        let (ok, out, err) = gate("1");
+        assert!(ok, "a margin of 100 points lets anything through:\n{err}");
+        let outcome: Value = serde_json::from_str(out.trim()).expect("gate JSON");
+        assert_eq!((outcome["refused"].as_bool(), outcome["margin"].as_f64()), (Some(false), Some(1.0)), "{outcome}");
+        assert_eq!(outcome["judge_change"]["n"], 2);
+        assert!(outcome["instruction_change"]["n"].as_i64().unwrap() >= 3, "{outcome}");
+        // …and a margin that demands a sure gain of 100 points refuses, exits non-zero and
+        // records the refusal on the child.
+        let (ok, out, err) = gate("-1");
+        assert!(!ok && err.contains("refuses checkpoint"), "{err}");
+        assert_eq!(serde_json::from_str::<Value>(out.trim()).unwrap()["refused"], true);
+        let checkpoint = store.checkpoint(child).await.unwrap().unwrap();
+        assert_eq!(checkpoint.status, "refused");
         std::fs::remove_dir_all(&dir).unwrap();
     });
 }

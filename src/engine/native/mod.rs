@@ -8,6 +8,7 @@
 
 mod attention;
 pub mod model;
+pub mod q4;
 pub mod q8;
 
 use std::collections::VecDeque;
@@ -22,21 +23,13 @@ use tokio::sync::mpsc;
 use self::model::{KvCache, NativeModel, Row};
 use rayon::prelude::*;
 
+use super::load::EngineOptions;
 use super::sampler::{SampledToken, Sampler};
 use super::text::TextAssembler;
 use super::vocab::Vocab;
 use super::{Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt};
+use crate::checkpoint::gguf::WeightsChoice;
 use crate::train::weights::LlamaWeights;
-
-#[derive(Debug, Clone)]
-pub struct NativeOptions {
-    pub model: String,
-    pub name: Option<String>,
-    /// Sequences decoded together.
-    pub max_seqs: usize,
-    /// Prompt tokens prefilled per step (shared by all prefilling sequences).
-    pub prefill_chunk: usize,
-}
 
 /// Shorter shared prefixes are recomputed: sharing them is not worth the bookkeeping.
 const MIN_SHARED_PREFIX: usize = 16;
@@ -69,10 +62,13 @@ pub struct NativeEngine {
 }
 
 impl NativeEngine {
-    pub fn load(opts: &NativeOptions) -> Result<Self> {
+    /// Loads `opts.model`; `opts.weights` `auto` or `as-is` serves a GGUF file's Q4_0 and
+    /// Q4_1 matrices as stored (4-bit kernels), anything else re-encodes them as Q8_0.
+    pub fn load(opts: &EngineOptions) -> Result<Self> {
         let path = Path::new(&opts.model);
         let weights = LlamaWeights::load(path).with_context(|| format!("loading {}", path.display()))?;
-        let model = NativeModel::new(&weights)?;
+        let four_bit = matches!(opts.weights, WeightsChoice::Auto | WeightsChoice::AsIs);
+        let model = NativeModel::new(&weights, four_bit)?;
         drop(weights);
         let vocab = Arc::new(Vocab::for_model(path)?);
         let tokenizer = super::tokenizer::load(path)?;
@@ -87,13 +83,20 @@ impl NativeEngine {
             engine: "native".into(),
             device: "cpu".into(),
             max_concurrent: opts.max_seqs,
+            weights: model.weights(),
         };
         let max_positions = model.config.max_positions;
         let (jobs, queue) = std_mpsc::channel();
         let scheduler =
             Scheduler { model, vocab: vocab.clone(), max_seqs: opts.max_seqs.max(1), prefill_chunk: opts.prefill_chunk.max(1), queue };
-        std::thread::Builder::new().name("srlm-native".into()).spawn(move || scheduler.run())?;
-        tracing::info!(model = %info.name, max_seqs = opts.max_seqs, "native engine loaded");
+        // The scheduler runs on a worker of the engine's own thread pool, so that the
+        // parallel parts of a step are forked from a worker (the other workers steal, still
+        // warm) rather than handed over from outside the pool and waited for on a futex
+        // each time: a decode step has some 330 of them. The pool ends with the engine.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("srlm-native-{i}")).build()?;
+        std::thread::Builder::new().name("srlm-native".into()).spawn(move || pool.install(|| scheduler.run()))?;
+        tracing::info!(model = %info.name, max_seqs = opts.max_seqs, weights = %info.weights, "native engine loaded");
         Ok(Self { info, vocab, tokenizer, max_positions, jobs })
     }
 

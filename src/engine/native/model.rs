@@ -1,8 +1,8 @@
 //! The Llama forward pass for serving: one step over a ragged batch of rows.
 //!
 //! A row is one token of one sequence at its position. A step mixes prefill chunks and
-//! decode tokens of many sequences; the linear layers see all rows as one matrix (Q8_0,
-//! weights read once per step), attention runs per row against its own sequence's KV
+//! decode tokens of many sequences; the linear layers see all rows as one matrix (4-bit
+//! as the file stores them, or Q8_0; weights read once per step), attention runs per row against its own sequence's KV
 //! cache. Nothing a row computes depends on the other rows in the step.
 
 use std::sync::Arc;
@@ -11,20 +11,45 @@ use anyhow::Result;
 use rayon::prelude::*;
 
 use super::attention::attend;
+use super::q4::Q4Linear;
 use super::q8::{Q8Linear, Q8Rows};
 use crate::train::config::LlamaConfig;
-use crate::train::weights::LlamaWeights;
+use crate::train::weights::{self, rope_heads, LlamaWeights, LAYER_TENSORS};
 
+/// A weight matrix as served: 4-bit blocks as the file stores them, or Q8_0.
+enum Linear {
+    Q4(Q4Linear),
+    Q8(Q8Linear),
+}
+
+impl Linear {
+    fn forward(&self, x: &Q8Rows) -> Vec<f32> {
+        match self {
+            Self::Q4(l) => l.forward(x),
+            Self::Q8(l) => l.forward(x),
+        }
+    }
+
+    /// The type served, as GGUF names it in lowercase (`q4_1`, `q8_0`).
+    fn kind(&self) -> String {
+        match self {
+            Self::Q4(l) => format!("{:?}", l.dtype).to_lowercase(),
+            Self::Q8(_) => "q8_0".into(),
+        }
+    }
+}
+
+/// The matrices that read the same input are stacked into one (q|k|v, gate|up): one
+/// parallel pass instead of three or two, and more rows to share between the threads.
 struct Layer {
     attn_norm: Vec<f32>,
-    q: Q8Linear,
-    k: Q8Linear,
-    v: Q8Linear,
-    o: Q8Linear,
+    /// `[q; k; v]`: `hidden + 2 kv_dim` rows.
+    qkv: Linear,
+    o: Linear,
     ffn_norm: Vec<f32>,
-    gate: Q8Linear,
-    up: Q8Linear,
-    down: Q8Linear,
+    /// `[gate; up]`: `2 intermediate` rows.
+    gate_up: Linear,
+    down: Linear,
 }
 
 pub struct NativeModel {
@@ -32,7 +57,7 @@ pub struct NativeModel {
     embed: Vec<f32>,
     layers: Vec<Layer>,
     norm: Vec<f32>,
-    lm_head: Q8Linear,
+    lm_head: Linear,
     /// cos/sin of position × frequency, `[max_positions, head_dim / 2]`.
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -134,34 +159,108 @@ fn flat(t: &candle_core::Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 
-fn linear(t: &candle_core::Tensor) -> Result<Q8Linear> {
-    let (out, k) = t.dims2()?;
-    Ok(Q8Linear::new(&flat(t)?, out, k))
+/// Matrices with the same row length stacked (their rows in order) as Q8_0.
+fn linear(ts: &[&candle_core::Tensor]) -> Result<Linear> {
+    let (mut rows, mut values, k) = (0, Vec::new(), ts[0].dims2()?.1);
+    for t in ts {
+        rows += t.dims2()?.0;
+        values.extend(flat(t)?);
+    }
+    Ok(Linear::Q8(Q8Linear::new(&values, rows, k)))
+}
+
+/// The file's own 4-bit blocks of GGUF tensor `name` where it holds Q4_0 or Q4_1, rows
+/// in HF's order (`heads`: q and k, stored permuted for interleaved RoPE); else `None`.
+fn four_bit(w: &LlamaWeights, name: &str, heads: Option<usize>) -> Result<Option<Linear>> {
+    let Some(q) = w.quantized.get(name) else { return Ok(None) };
+    let dtype = q.dtype();
+    if !matches!(dtype, candle_core::quantized::GgmlDType::Q4_0 | candle_core::quantized::GgmlDType::Q4_1) {
+        return Ok(None);
+    }
+    let (out, k) = q.shape().dims2()?;
+    let order = heads.map(|heads| hf_row_order(out, heads));
+    Ok(Some(Linear::Q4(Q4Linear::from_gguf(dtype, &q.data()?, out, k, order.as_deref())?)))
+}
+
+/// For q/k in GGUF's interleaved-RoPE layout: HF row `i` is GGUF row `order[i]` (within a
+/// head, HF's first half holds the even GGUF rows and its second half the odd ones).
+fn hf_row_order(out: usize, heads: usize) -> Vec<usize> {
+    let hd = out / heads;
+    let mut order = Vec::with_capacity(out);
+    for h in 0..heads {
+        for a in 0..2 {
+            order.extend((0..hd / 2).map(|i| h * hd + 2 * i + a));
+        }
+    }
+    order
 }
 
 impl NativeModel {
-    pub fn new(w: &LlamaWeights) -> Result<Self> {
+    /// `four_bit_weights`: serve Q4_0/Q4_1 matrices of a GGUF file as stored (4-bit
+    /// kernels); otherwise every matrix is re-encoded as Q8_0.
+    pub fn new(w: &LlamaWeights, four_bit_weights: bool) -> Result<Self> {
         let config = w.config.clone();
         let layers = w
             .layers
             .iter()
-            .map(|l| {
+            .enumerate()
+            .map(|(i, l)| {
+                let ts = l.tensors();
+                // Tensors `js` stacked: as the file's 4-bit blocks when every one of them is
+                // Q4_0/Q4_1 of one type, else re-encoded as Q8_0.
+                let lin = |js: &[usize]| -> Result<Linear> {
+                    if four_bit_weights {
+                        let mut parts = Vec::new();
+                        for &j in js {
+                            match four_bit(w, &format!("blk.{i}.{}.weight", LAYER_TENSORS[j].0), rope_heads(j, &config))? {
+                                Some(Linear::Q4(l)) => parts.push(l),
+                                _ => break,
+                            }
+                        }
+                        if parts.len() == js.len() {
+                            if let Some(stacked) = Q4Linear::stack(parts) {
+                                return Ok(Linear::Q4(stacked));
+                            }
+                        }
+                    }
+                    linear(&js.iter().map(|&j| ts[j]).collect::<Vec<_>>())
+                };
                 Ok(Layer {
                     attn_norm: flat(&l.attn_norm)?,
-                    q: linear(&l.q)?,
-                    k: linear(&l.k)?,
-                    v: linear(&l.v)?,
-                    o: linear(&l.o)?,
+                    qkv: lin(&[weights::Q, weights::K, weights::V])?,
+                    o: lin(&[weights::O])?,
                     ffn_norm: flat(&l.ffn_norm)?,
-                    gate: linear(&l.gate)?,
-                    up: linear(&l.up)?,
-                    down: linear(&l.down)?,
+                    gate_up: lin(&[weights::GATE, weights::UP])?,
+                    down: lin(&[weights::DOWN])?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let lm_head = match (four_bit_weights, w.quantized.contains_key("output.weight")) {
+            (true, true) => four_bit(w, "output.weight", None)?,
+            (true, false) => four_bit(w, "token_embd.weight", None)?,
+            _ => None,
+        };
+        let lm_head = match lm_head {
+            Some(l) => l,
+            None => linear(&[&w.lm_head])?,
+        };
         let (cos, sin) = config.rope_tables(config.max_positions);
         let (cos, sin) = (cos.iter().map(|&x| x as f32).collect(), sin.iter().map(|&x| x as f32).collect());
-        Ok(Self { embed: flat(&w.embed)?, norm: flat(&w.norm)?, lm_head: linear(&w.lm_head)?, layers, cos, sin, config })
+        Ok(Self { embed: flat(&w.embed)?, norm: flat(&w.norm)?, lm_head, layers, cos, sin, config })
+    }
+
+    /// The weight types served, most (stacked) matrices first (`q4_1, q8_0`).
+    pub fn weights(&self) -> String {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        let all = self.layers.iter().flat_map(|l| [&l.qkv, &l.o, &l.gate_up, &l.down]).chain([&self.lm_head]);
+        for kind in all.map(Linear::kind) {
+            match counts.iter_mut().find(|(k, _)| *k == kind) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((kind, 1)),
+            }
+        }
+        counts.sort_by(|a, b| b.1.cmp(&a.1));
+        counts.into_iter().map(|(k, _)| k).collect::<Vec<_>>().join(", ")
     }
 
     /// Runs one step. Rows of a sequence must be consecutive positions following what
@@ -176,9 +275,13 @@ impl NativeModel {
         }
         for (li, layer) in self.layers.iter().enumerate() {
             let h = Q8Rows::quantize(&rms_norm(&x, &layer.attn_norm, c.rms_eps), d);
-            let mut q = layer.q.forward(&h);
-            let mut k = layer.k.forward(&h);
-            let v = layer.v.forward(&h);
+            let qkv = layer.qkv.forward(&h);
+            let (mut q, mut k, mut v) = (Vec::with_capacity(n * d), Vec::with_capacity(n * kv_dim), Vec::with_capacity(n * kv_dim));
+            for row in qkv.chunks(d + 2 * kv_dim) {
+                q.extend_from_slice(&row[..d]);
+                k.extend_from_slice(&row[d..d + kv_dim]);
+                v.extend_from_slice(&row[d + kv_dim..]);
+            }
             for (i, r) in rows.iter().enumerate() {
                 self.rope(&mut q[i * d..(i + 1) * d], r.pos);
                 self.rope(&mut k[i * kv_dim..(i + 1) * kv_dim], r.pos);
@@ -200,9 +303,14 @@ impl NativeModel {
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
 
             let h = Q8Rows::quantize(&rms_norm(&x, &layer.ffn_norm, c.rms_eps), d);
-            let gate = layer.gate.forward(&h);
-            let up = layer.up.forward(&h);
-            let act: Vec<f32> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let gate_up = layer.gate_up.forward(&h);
+            let act: Vec<f32> = gate_up
+                .chunks(2 * c.intermediate)
+                .flat_map(|row| {
+                    let (gate, up) = row.split_at(c.intermediate);
+                    gate.iter().zip(up).map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                })
+                .collect();
             let down = layer.down.forward(&Q8Rows::quantize(&act, c.intermediate));
             x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
         }
@@ -252,7 +360,7 @@ mod tests {
     use super::*;
 
     fn model() -> NativeModel {
-        NativeModel::new(&crate::train::model::tests::tiny_weights(7, false).unwrap()).unwrap()
+        NativeModel::new(&crate::train::model::tests::tiny_weights(7, false).unwrap(), true).unwrap()
     }
 
     /// Feeds `tokens` one step at a time after what `cache` holds; the last logits.
@@ -290,5 +398,16 @@ mod tests {
         assert_eq!(feed(&m, &mut third, &[6]), after);
         assert_eq!(donor.len(kv_dim), 16);
         assert!(!donor_next.is_empty());
+    }
+
+    #[test]
+    fn hf_rows_are_found_where_gguf_permuted_them() {
+        let (out, heads) = (24, 3);
+        let hf = candle_core::Tensor::arange(0f32, out as f32, &candle_core::Device::Cpu).unwrap().reshape((out, 1)).unwrap();
+        let gguf: Vec<f32> = weights::permute(&hf, heads).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let order = hf_row_order(out, heads);
+        for (i, &row) in order.iter().enumerate() {
+            assert_eq!(gguf[row], i as f32, "HF row {i}");
+        }
     }
 }

@@ -10,12 +10,14 @@
 
 use rayon::prelude::*;
 
-const BLOCK: usize = 32;
+pub(super) const BLOCK: usize = 32;
 
-/// Rows of `k` values as `i8` blocks with one `f32` scale per block.
+/// Rows of `k` values as `i8` blocks with one `f32` scale per block (and each block's
+/// sum as quantized, which 4-bit weights with an offset need).
 pub struct Q8Rows {
     q: Vec<i8>,
     d: Vec<f32>,
+    sums: Vec<f32>,
     pub rows: usize,
     pub k: usize,
 }
@@ -26,20 +28,37 @@ impl Q8Rows {
         let rows = x.len() / k;
         let mut q = vec![0i8; x.len()];
         let mut d = vec![0f32; x.len() / BLOCK];
-        q.par_chunks_mut(BLOCK).zip(d.par_iter_mut()).zip(x.par_chunks(BLOCK)).for_each(|((q, d), x)| {
+        let mut sums = vec![0f32; x.len() / BLOCK];
+        let block = |((q, (d, sum)), x): ((&mut [i8], (&mut f32, &mut f32)), &[f32])| {
             let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
             *d = amax / 127.0;
             let inv = if amax == 0.0 { 0.0 } else { 127.0 / amax };
             for (q, v) in q.iter_mut().zip(x) {
                 *q = (v * inv).round() as i8;
             }
-        });
-        Self { q, d, rows, k }
+            // The sum of the quantized values, not of x: a weight's offset then meets the
+            // same rounding as its other part, and the errors stay those of the weight.
+            *sum = *d * q.iter().map(|&q| q as i32).sum::<i32>() as f32;
+        };
+        // A few rows are quicker alone than handed to other threads.
+        if x.len() < 16 * 1024 {
+            q.chunks_mut(BLOCK).zip(d.iter_mut().zip(sums.iter_mut())).zip(x.chunks(BLOCK)).for_each(block);
+        } else {
+            q.par_chunks_mut(BLOCK).zip(d.par_iter_mut().zip(sums.par_iter_mut())).zip(x.par_chunks(BLOCK)).for_each(block);
+        }
+        Self { q, d, sums, rows, k }
     }
 
     fn row(&self, r: usize) -> (&[i8], &[f32]) {
         let nb = self.k / BLOCK;
         (&self.q[r * self.k..(r + 1) * self.k], &self.d[r * nb..(r + 1) * nb])
+    }
+
+    /// Row `r` with its block sums.
+    pub(super) fn row_with_sums(&self, r: usize) -> (&[i8], &[f32], &[f32]) {
+        let nb = self.k / BLOCK;
+        let (q, d) = self.row(r);
+        (q, d, &self.sums[r * nb..(r + 1) * nb])
     }
 }
 
@@ -59,36 +78,48 @@ impl Q8Linear {
     /// `x · wᵀ`: `[rows, out]`, row-major.
     pub fn forward(&self, x: &Q8Rows) -> Vec<f32> {
         assert_eq!(x.k, self.k);
-        let rows = x.rows;
-        // Column-major result: each task owns a run of output columns.
-        let mut cols = vec![0f32; self.out * rows];
-        // Enough work per task to amortise scheduling; chunking never changes a result.
-        let chunk = (1024 / rows.max(1)).clamp(32, 256);
-        cols.par_chunks_mut(chunk * rows).enumerate().for_each(|(c, dst)| {
-            for (i, out_col) in dst.chunks_mut(rows).enumerate() {
-                let w = self.w.row(c * chunk + i);
-                for (g, out) in out_col.chunks_mut(4).enumerate() {
-                    let row = |j: usize| x.row(g * 4 + j);
-                    match out.len() {
-                        4 => out.copy_from_slice(&dot(w, std::array::from_fn::<_, 4, _>(row))),
-                        3 => out.copy_from_slice(&dot(w, std::array::from_fn::<_, 3, _>(row))),
-                        2 => out.copy_from_slice(&dot(w, std::array::from_fn::<_, 2, _>(row))),
-                        _ => out.copy_from_slice(&dot(w, std::array::from_fn::<_, 1, _>(row))),
-                    }
-                }
+        matmul(self.out, x, |o, first, dst| {
+            let w = self.w.row(o);
+            let row = |j: usize| x.row(first + j);
+            match dst.len() {
+                4 => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 4, _>(row))),
+                3 => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 3, _>(row))),
+                2 => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 2, _>(row))),
+                _ => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 1, _>(row))),
             }
-        });
-        if rows == 1 {
-            return cols;
-        }
-        let mut y = vec![0f32; rows * self.out];
-        for o in 0..self.out {
-            for r in 0..rows {
-                y[r * self.out + o] = cols[o * rows + r];
-            }
-        }
-        y
+        })
     }
+}
+
+/// `x · wᵀ` for a weight matrix of `out` rows: `[rows, out]`, row-major. `dots(o, first,
+/// dst)` writes the dot products of weight row `o` with activation rows `first..first +
+/// dst.len()` (one to four) into `dst`. Each task takes a run of weight rows and
+/// multiplies each with every activation row while it is in cache.
+pub(super) fn matmul(out: usize, x: &Q8Rows, dots: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let rows = x.rows;
+    // Column-major result: each task owns a run of output columns.
+    let mut cols = vec![0f32; out * rows];
+    // Enough work per task to amortise scheduling, and enough tasks (eight per thread)
+    // that the threads finish together; chunking never changes a result.
+    let threads = rayon::current_num_threads().max(1);
+    let chunk = (1024 / rows.max(1)).min(out.div_ceil(8 * threads)).clamp(16, 256);
+    cols.par_chunks_mut(chunk * rows).enumerate().for_each(|(c, dst)| {
+        for (i, out_col) in dst.chunks_mut(rows).enumerate() {
+            for (g, group) in out_col.chunks_mut(4).enumerate() {
+                dots(c * chunk + i, g * 4, group);
+            }
+        }
+    });
+    if rows == 1 {
+        return cols;
+    }
+    let mut y = vec![0f32; rows * out];
+    for o in 0..out {
+        for r in 0..rows {
+            y[r * out + o] = cols[o * rows + r];
+        }
+    }
+    y
 }
 
 /// Dot products of one weight row with `N` activation rows. Each result depends only on
