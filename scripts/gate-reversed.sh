@@ -15,6 +15,7 @@ source scripts/env.sh
 
 LR="${LR:-5e-5}" FINAL_LR="${FINAL_LR:-5e-6}" BETA="${BETA:-0.1}" EPOCHS="${EPOCHS:-3}" BATCH="${BATCH:-4}"
 SKIP="${SKIP:-48}"                  # pairs the gate judges, left out of training
+GATE_PROMPTS="${GATE_PROMPTS:-320}" # yardstick prompts the gate measures (48 let the reversed checkpoint through)
 CONTROL="${CONTROL:-1}"             # also train on the pairs the right way round
 OUT="${OUT:-load-tests/reports/gate-reversed}"
 WORK="${WORK:-$HOME/.cache/srlm-gate-reversed}"
@@ -30,7 +31,7 @@ SRLM="$WORK/srlm"
 cp "$CARGO_TARGET_DIR/release/srlm" "$SRLM"
 log() { echo "[$(date -u +%H:%M:%S)] $*" | tee -a "$OUT/run.log" >&2; }
 : > "$OUT/run.log"
-echo "lr=$LR final_lr=$FINAL_LR beta=$BETA epochs=$EPOCHS batch=$BATCH skip=$SKIP commit=$(git rev-parse --short HEAD) host_cpus=$(nproc)" > "$OUT/settings.txt"
+echo "lr=$LR final_lr=$FINAL_LR beta=$BETA epochs=$EPOCHS batch=$BATCH skip=$SKIP gate_prompts=$GATE_PROMPTS commit=$(git describe --always --dirty) host_cpus=$(nproc)" > "$OUT/settings.txt"
 
 # M0, registered as checkpoint 1.
 "$SRLM" checkpoints import models/SmolLM2-135M-Instruct.Q4_1.gguf --name M0 >/dev/null
@@ -65,7 +66,7 @@ arm() {
     log "$name: trained as checkpoint $id in $((SECONDS - started)) s; the gate"
     started=$SECONDS
     local rc=0
-    "$SRLM" eval gate --parent 1 --child "$id" > "$OUT/$name.gate.json" 2>> "$OUT/gate.log" || rc=$?
+    "$SRLM" eval gate --parent 1 --child "$id" --gate-prompts "$GATE_PROMPTS" > "$OUT/$name.gate.json" 2>> "$OUT/gate.log" || rc=$?
     log "$name: gate exit $rc in $((SECONDS - started)) s: $(tail -1 "$OUT/gate.log")"
 }
 arm reversed

@@ -86,12 +86,7 @@ impl Q4Linear {
         super::q8::matmul(self.out, x, |o, first, dst| {
             let w = self.row(o);
             let row = |j: usize| x.row_with_sums(first + j);
-            match dst.len() {
-                4 => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 4, _>(row))),
-                3 => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 3, _>(row))),
-                2 => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 2, _>(row))),
-                _ => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 1, _>(row))),
-            }
+            super::q8::dot_rows!(dot, w, row, dst)
         })
     }
 }

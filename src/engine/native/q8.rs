@@ -81,15 +81,24 @@ impl Q8Linear {
         matmul(self.out, x, |o, first, dst| {
             let w = self.w.row(o);
             let row = |j: usize| x.row(first + j);
-            match dst.len() {
-                4 => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 4, _>(row))),
-                3 => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 3, _>(row))),
-                2 => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 2, _>(row))),
-                _ => dst.copy_from_slice(&dot(w, std::array::from_fn::<_, 1, _>(row))),
-            }
+            dot_rows!(dot, w, row, dst)
         })
     }
 }
+
+/// `dst.copy_from_slice(&dot(w, [row(0), …]))` for the one to four rows `dst` holds
+/// (the kernels take the number of activation rows as a constant).
+macro_rules! dot_rows {
+    ($dot:ident, $w:expr, $row:expr, $dst:expr) => {
+        match $dst.len() {
+            4 => $dst.copy_from_slice(&$dot($w, std::array::from_fn::<_, 4, _>($row))),
+            3 => $dst.copy_from_slice(&$dot($w, std::array::from_fn::<_, 3, _>($row))),
+            2 => $dst.copy_from_slice(&$dot($w, std::array::from_fn::<_, 2, _>($row))),
+            _ => $dst.copy_from_slice(&$dot($w, std::array::from_fn::<_, 1, _>($row))),
+        }
+    };
+}
+pub(super) use dot_rows;
 
 /// `x · wᵀ` for a weight matrix of `out` rows: `[rows, out]`, row-major. `dots(o, first,
 /// dst)` writes the dot products of weight row `o` with activation rows `first..first +
