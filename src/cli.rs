@@ -380,7 +380,7 @@ impl LoopArgs {
     }
 
     pub fn config(&self) -> crate::selfloop::LoopConfig {
-        let pairs = self.gate_with.gate_pairs.exists().then(|| self.gate_with.gate_pairs.clone());
+        let gate = self.gate_with.settings(self.concurrency.max(4));
         crate::selfloop::LoopConfig {
             url: self.url.clone(),
             database_url: self.database_url.clone(),
@@ -399,8 +399,8 @@ impl LoopArgs {
             eval_limit: self.eval_limit,
             reward: self.reward,
             verifiable_share: self.verifiable_share,
-            gate: (self.gate == GateMode::On).then(|| self.gate_with.settings(self.concurrency.max(4))),
-            movement_pairs: pairs.map(|p| (p, self.gate_with.gate_pair_limit)),
+            movement_pairs: gate.pairs.clone().map(|p| (p, gate.pair_limit)),
+            gate: (self.gate == GateMode::On).then_some(gate),
             dpo: self.dpo.job(&self.database_url, None, Output::default()),
             out_dir: self.out_dir.clone(),
         }

@@ -149,6 +149,20 @@ pub fn read_chat_jsonl(path: &Path) -> Result<Vec<Vec<ChatMessage>>> {
     Ok(out)
 }
 
+/// A JSON list of `{"role", "content"}` messages (a stored pair's conversation, a
+/// preference row's prompt or answers).
+pub fn messages_of(value: &serde_json::Value) -> Result<Vec<ChatMessage>> {
+    let list = value.as_array().context("prompt messages are not a list")?;
+    list.iter()
+        .map(|m| {
+            Ok(ChatMessage {
+                role: m["role"].as_str().context("message without role")?.to_string(),
+                content: m["content"].as_str().context("message without text content")?.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// A preference pair as text: the conversation up to the answer, the better answer and
 /// the worse one.
 #[derive(Debug, Clone, PartialEq)]
@@ -186,11 +200,7 @@ fn text_pair(row: &serde_json::Value) -> Result<TextPair> {
                 let role = if key == "prompt" { "user" } else { "assistant" };
                 Ok(vec![ChatMessage { role: role.into(), content: text.clone() }])
             }
-            serde_json::Value::Array(_) => {
-                let messages: Vec<JsonMessage> = serde_json::from_value(row[key].clone())
-                    .with_context(|| format!("`{key}` is not a list of {{\"role\", \"content\"}} messages"))?;
-                Ok(messages.into_iter().map(|m| ChatMessage { role: m.role, content: m.content }).collect())
-            }
+            list @ serde_json::Value::Array(_) => messages_of(list).with_context(|| format!("`{key}`")),
             serde_json::Value::Null => bail!("no `{key}`"),
             _ => bail!("`{key}` is neither text nor a list of messages"),
         }

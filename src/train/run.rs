@@ -20,7 +20,6 @@ use super::settings::{DpoJob, Output, SftJob, TrainSettings, Watch};
 use super::trainer::{self, Observer, StepMetrics, Summary};
 use super::weights::LlamaWeights;
 use crate::checkpoint::export;
-use crate::engine::ChatMessage;
 use crate::store::training::{ClaimedPair, NewCheckpoint, RunCounts};
 use crate::store::{Checkpoint, Store};
 
@@ -31,18 +30,6 @@ fn worker_name() -> String {
     format!("{host}:{}:{}", std::process::id(), &id[..8])
 }
 
-fn messages_of(value: &serde_json::Value) -> Result<Vec<ChatMessage>> {
-    let list = value.as_array().context("prompt messages are not a list")?;
-    list.iter()
-        .map(|m| {
-            Ok(ChatMessage {
-                role: m["role"].as_str().context("message without role")?.to_string(),
-                content: m["content"].as_str().context("message without text content")?.to_string(),
-            })
-        })
-        .collect()
-}
-
 /// Claimed pairs as text pairs (their stored conversation parsed).
 fn text_pairs(claimed: &[ClaimedPair]) -> Result<Vec<TextPair>> {
     claimed
@@ -50,7 +37,7 @@ fn text_pairs(claimed: &[ClaimedPair]) -> Result<Vec<TextPair>> {
         .map(|p| {
             Ok(TextPair {
                 id: Some(p.id),
-                messages: messages_of(&p.messages).with_context(|| format!("pair {}", p.id))?,
+                messages: data::messages_of(&p.messages).with_context(|| format!("pair {}", p.id))?,
                 chosen: p.chosen.clone(),
                 rejected: p.rejected.clone(),
             })

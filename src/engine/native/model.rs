@@ -2,8 +2,9 @@
 //!
 //! A row is one token of one sequence at its position. A step mixes prefill chunks and
 //! decode tokens of many sequences; the linear layers see all rows as one matrix (4-bit
-//! as the file stores them, or Q8_0; weights read once per step), attention runs per row against its own sequence's KV
-//! cache. Nothing a row computes depends on the other rows in the step.
+//! as the file stores them, or Q8_0; weights read once per step), attention runs per row
+//! against its own sequence's KV cache. Nothing a row computes depends on the other rows
+//! in the step.
 
 use std::sync::Arc;
 

@@ -72,7 +72,9 @@ impl Q8Linear {
     /// `w` is `[out, k]`, row-major.
     pub fn new(w: &[f32], out: usize, k: usize) -> Self {
         assert_eq!(w.len(), out * k);
-        Self { w: Q8Rows::quantize(w, k), out, k }
+        // Block sums serve activations against 4-bit weights; a weight matrix keeps none.
+        let w = Q8Rows { sums: Vec::new(), ..Q8Rows::quantize(w, k) };
+        Self { w, out, k }
     }
 
     /// `x · wᵀ`: `[rows, out]`, row-major.
