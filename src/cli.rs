@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::checkpoint::gguf::WeightsChoice;
 use crate::engine::load::{EngineChoice, EngineOptions};
+use crate::model::gguf::WeightsChoice;
 use crate::telemetry::LogFormat;
 use crate::train::dpo::DpoConfig;
 use crate::train::model::{LoraConfig, Trainable};
@@ -450,7 +450,7 @@ pub struct TrainArgs {
     /// Weight type of the written GGUF checkpoint (k-quants are not offered: they need
     /// rows divisible by 256).
     #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: crate::checkpoint::gguf::WeightType,
+    pub dtype: crate::model::gguf::WeightType,
     /// Passes over the data.
     #[arg(long, default_value_t = 1)]
     pub epochs: usize,
@@ -659,7 +659,7 @@ pub struct GenerateBenchArgs {
     pub url: String,
     /// Judging methods to measure, one after the other.
     #[arg(long, value_delimiter = ',', default_value = "sample,constrained,expected")]
-    pub methods: Vec<String>,
+    pub methods: Vec<crate::judge::JudgeMethod>,
     /// Prompts judged at once.
     #[arg(long, default_value_t = 2)]
     pub concurrency: usize,

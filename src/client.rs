@@ -1,12 +1,217 @@
-//! Talking to a running srlm server over HTTP (the loop, self-instruction, `eval rm`
-//! and the benchmarks do): below every command, above nothing of the crate.
+//! The srlm API from the calling side, on the API's own types ([`crate::protocol`]):
+//! [`Client`] talks to a running server over HTTP, and [`Answerer`] is "a server or a
+//! model loaded in this process" for the parts that work with either (evaluation,
+//! self-instruction).
 
-/// POSTs JSON and returns the JSON answer; a non-2xx status is an error with the body.
-pub async fn post_json(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    let response =
-        client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(serde_json::to_vec(body)?).send().await?;
-    let status = response.status();
-    let bytes = response.bytes().await?;
-    anyhow::ensure!(status.is_success(), "HTTP {status}: {}", String::from_utf8_lossy(&bytes));
-    Ok(serde_json::from_slice(&bytes)?)
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::engine::{ChatMessage, Generation, Prompt, SamplingConfig, SharedEngine};
+use crate::judge::{JudgeSample, JudgeSettings, JudgeTemplate, Verdict};
+use crate::protocol::admin::SwapResponse;
+use crate::protocol::chat::{ChatCompletionRequest, ChatCompletionResponse, MessageContent, RequestMessage};
+use crate::protocol::completions::{CompletionRequest, CompletionResponse, PromptInput};
+use crate::protocol::error::ErrorBody;
+use crate::protocol::generate::{GenerateRequest, GenerateResponse};
+use crate::protocol::judge::{JudgeRequest, JudgeResponse};
+use crate::protocol::models::ModelList;
+use crate::protocol::sampling::Stop;
+
+/// An HTTP client of one srlm (or OpenAI-compatible) server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+}
+
+impl Client {
+    /// A client of the server at `url` (with or without a trailing `/v1`); each request
+    /// may take up to `timeout`.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self> {
+        let base = url.trim_end_matches('/').trim_end_matches("/v1").to_string();
+        Ok(Self { http: reqwest::Client::builder().timeout(timeout).build()?, base, api_key: None })
+    }
+
+    /// Sends `key` as the bearer token of every request.
+    pub fn with_api_key(mut self, key: Option<String>) -> Self {
+        self.api_key = key;
+        self
+    }
+
+    /// The server's address, without `/v1`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn chat(&self, request: &ChatCompletionRequest) -> Result<ChatCompletionResponse> {
+        self.post("/v1/chat/completions", request).await
+    }
+
+    pub async fn complete(&self, request: &CompletionRequest) -> Result<CompletionResponse> {
+        self.post("/v1/completions", request).await
+    }
+
+    pub async fn generate(&self, request: &GenerateRequest) -> Result<GenerateResponse> {
+        self.post("/generate", request).await
+    }
+
+    pub async fn judge(&self, request: &JudgeRequest) -> Result<JudgeResponse> {
+        self.post("/judge", request).await
+    }
+
+    /// Asks the server to serve checkpoint `id` (an admin route: `admin_token` is its
+    /// bearer token).
+    pub async fn activate(&self, id: i64, admin_token: &str) -> Result<SwapResponse> {
+        let url = format!("{}/admin/checkpoints/{id}/activate", self.base);
+        self.read(&url, self.http.post(&url).bearer_auth(admin_token)).await
+    }
+
+    pub async fn models(&self) -> Result<ModelList> {
+        let url = format!("{}/v1/models", self.base);
+        self.read(&url, self.authorized(self.http.get(&url))).await
+    }
+
+    /// POSTs `body` to `path` and reads the answer as `T`. A non-2xx status is an error
+    /// naming the route, the status and the server's message (srlm's error shape).
+    pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        self.read(&url, self.authorized(self.http.post(&url).json(body))).await
+    }
+
+    fn authorized(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    async fn read<T: DeserializeOwned>(&self, url: &str, request: reqwest::RequestBuilder) -> Result<T> {
+        let response = request.send().await.with_context(|| format!("{url}: no answer"))?;
+        let status = response.status();
+        let bytes = response.bytes().await.with_context(|| format!("{url}: reading the answer"))?;
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.error.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            anyhow::bail!("{url}: HTTP {status}: {message}");
+        }
+        serde_json::from_slice(&bytes).with_context(|| format!("{url}: an answer of an unexpected shape"))
+    }
+}
+
+/// How to decode one answer.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoding {
+    pub max_tokens: usize,
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: u64,
+}
+
+impl Decoding {
+    fn sampling(&self) -> SamplingConfig {
+        SamplingConfig { temperature: self.temperature as f32, top_p: self.top_p as f32, seed: self.seed, ..SamplingConfig::greedy() }
+    }
+}
+
+/// One answer and its length in the answering model's tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub text: String,
+    pub tokens: usize,
+}
+
+/// What answers: a running server (`model` is the name sent to it), or an engine loaded
+/// in this process.
+pub enum Answerer {
+    Server { client: Client, model: String },
+    Engine(SharedEngine),
+}
+
+impl Answerer {
+    /// The assistant's answer to a one-turn conversation.
+    pub async fn chat(&self, user: &str, decoding: Decoding) -> Result<Answer> {
+        match self {
+            Self::Server { client, model } => {
+                let request = ChatCompletionRequest {
+                    model: model.clone(),
+                    messages: vec![RequestMessage { role: "user".into(), content: Some(MessageContent::Text(user.into())) }],
+                    max_tokens: Some(decoding.max_tokens as i64),
+                    temperature: Some(decoding.temperature),
+                    top_p: Some(decoding.top_p),
+                    seed: Some(decoding.seed as i64),
+                    ..Default::default()
+                };
+                let response = client.chat(&request).await?;
+                let text = response.choices.into_iter().next().map(|c| c.message.content).unwrap_or_default();
+                Ok(Answer { tokens: response.usage.completion_tokens, text })
+            }
+            Self::Engine(engine) => {
+                let messages = vec![ChatMessage { role: "user".into(), content: user.to_string() }];
+                let generation = Generation {
+                    prompt: Prompt::Chat(messages),
+                    sampling: decoding.sampling(),
+                    max_tokens: decoding.max_tokens,
+                    stop: vec![],
+                };
+                let done = crate::engine::complete(engine.as_ref(), generation).await.map_err(|e| anyhow!("{e}"))?;
+                Ok(Answer { tokens: done.finish.map_or(0, |f| f.completion_tokens), text: done.text })
+            }
+        }
+    }
+
+    /// `prompt` continued as raw text, up to the first of `stop`.
+    pub async fn continue_text(&self, prompt: String, decoding: Decoding, stop: Vec<String>) -> Result<String> {
+        match self {
+            Self::Server { client, model } => {
+                let request = CompletionRequest {
+                    model: model.clone(),
+                    prompt: PromptInput::One(prompt),
+                    max_tokens: Some(decoding.max_tokens as i64),
+                    temperature: Some(decoding.temperature),
+                    top_p: Some(decoding.top_p),
+                    seed: Some(decoding.seed as i64),
+                    stop: Some(Stop::Many(stop)),
+                    ..Default::default()
+                };
+                Ok(client.complete(&request).await?.choices.into_iter().next().map(|c| c.text).unwrap_or_default())
+            }
+            Self::Engine(engine) => {
+                let generation =
+                    Generation { prompt: Prompt::Text(prompt), sampling: decoding.sampling(), max_tokens: decoding.max_tokens, stop };
+                Ok(crate::engine::complete(engine.as_ref(), generation).await.map_err(|e| anyhow!("{e}"))?.text)
+            }
+        }
+    }
+
+    /// The judgment of `response` to `question`: the default rubric in-process; over HTTP
+    /// the server's own rubric (srlm's `/judge`).
+    pub async fn judge(&self, question: &str, response: &str, settings: &JudgeSettings) -> Result<Verdict> {
+        match self {
+            Self::Server { client, .. } => {
+                let request = JudgeRequest {
+                    prompt: Some(question.into()),
+                    response: Some(response.into()),
+                    samples: Some(settings.samples as i64),
+                    method: Some(settings.method),
+                    seed: Some(settings.seed as i64),
+                    max_tokens: Some(settings.max_tokens as i64),
+                    temperature: Some(settings.temperature.into()),
+                    top_p: Some(settings.top_p.into()),
+                    record: Some(false),
+                    ..Default::default()
+                };
+                let judged = client.judge(&request).await?;
+                let samples = judged.samples.into_iter().map(|s| JudgeSample { text: s.text, score: s.score }).collect();
+                Ok(Verdict { samples, mean: judged.mean })
+            }
+            Self::Engine(engine) => crate::judge::judge(engine.as_ref(), &JudgeTemplate::default(), question, response, settings)
+                .await
+                .map_err(|e| anyhow!("{e}")),
+        }
+    }
 }

@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 
+use crate::client::{Answerer, Client, Decoding};
 use crate::store::Store;
 
 /// The project's seed prompts, relative to the working directory.
@@ -203,44 +204,10 @@ pub async fn run(args: SelfInstructArgs) -> Result<()> {
     Ok(())
 }
 
-/// What continues the few-shot text: a server over HTTP, or the served engine itself.
-pub enum Completer {
-    Http { client: reqwest::Client, url: String, model: String },
-    Engine(crate::engine::SharedEngine),
-}
-
-impl Completer {
-    pub fn http(args: &SelfInstructArgs) -> Result<Self> {
-        Ok(Self::Http {
-            client: reqwest::Client::builder().timeout(std::time::Duration::from_secs(300)).build()?,
-            url: format!("{}/v1/completions", args.url.trim_end_matches('/')),
-            model: args.model.clone(),
-        })
-    }
-
-    async fn complete(&self, prompt: String, temperature: f64, top_p: f64, seed: u64) -> Result<String> {
-        let stop = vec!["\nTask".to_string(), "\n\n".to_string()];
-        match self {
-            Self::Http { client, url, model } => {
-                let body = serde_json::json!({
-                    "model": model, "prompt": prompt, "max_tokens": 96, "temperature": temperature, "top_p": top_p,
-                    "stop": stop, "seed": seed,
-                });
-                let response = crate::client::post_json(client, url, &body).await?;
-                Ok(response["choices"][0]["text"].as_str().unwrap_or_default().to_string())
-            }
-            Self::Engine(engine) => {
-                let sampling = crate::engine::SamplingConfig {
-                    temperature: temperature as f32,
-                    top_p: top_p as f32,
-                    seed,
-                    ..crate::engine::SamplingConfig::greedy()
-                };
-                let generation = crate::engine::Generation { prompt: crate::engine::Prompt::Text(prompt), sampling, max_tokens: 96, stop };
-                Ok(crate::engine::complete(engine.as_ref(), generation).await.map_err(|e| anyhow::anyhow!("{e}"))?.text)
-            }
-        }
-    }
+/// A server over HTTP for `args` (its `/v1/completions` continues the few-shot text).
+pub fn server(args: &SelfInstructArgs) -> Result<Answerer> {
+    let client = Client::new(&args.url, std::time::Duration::from_secs(300))?;
+    Ok(Answerer::Server { client, model: args.model.clone() })
 }
 
 /// Writes prompts one attempt at a time, remembering what it accepted.
@@ -248,7 +215,7 @@ pub struct Writer {
     seeds: Vec<String>,
     generated: Vec<String>,
     filter: Filter,
-    completer: Completer,
+    completer: Answerer,
     rng: rand::rngs::StdRng,
     temperature: f64,
     top_p: f64,
@@ -257,12 +224,12 @@ pub struct Writer {
 
 impl Writer {
     /// Reads the seeds file and every stored prompt (the duplicate filter's memory).
-    pub async fn new(args: &SelfInstructArgs, store: &Store, completer: Completer) -> Result<Self> {
+    pub async fn new(args: &SelfInstructArgs, store: &Store, completer: Answerer) -> Result<Self> {
         let seeds = read_seeds(&args.seeds)?;
         Self::with_seeds(seeds, args, store, completer).await
     }
 
-    pub async fn with_seeds(seeds: Vec<String>, args: &SelfInstructArgs, store: &Store, completer: Completer) -> Result<Self> {
+    pub async fn with_seeds(seeds: Vec<String>, args: &SelfInstructArgs, store: &Store, completer: Answerer) -> Result<Self> {
         if seeds.len() < 6 {
             bail!("self-instruction needs at least 6 seed prompts, got {}", seeds.len());
         }
@@ -288,7 +255,9 @@ impl Writer {
         let earlier: Vec<&str> = self.generated.choose_multiple(&mut self.rng, 2).map(String::as_str).collect();
         let mut shots: Vec<&str> = self.seeds.choose_multiple(&mut self.rng, 8 - earlier.len()).map(String::as_str).collect();
         shots.extend(earlier);
-        let text = self.completer.complete(few_shot(&shots), self.temperature, self.top_p, self.attempts).await?;
+        let decoding = Decoding { max_tokens: 96, temperature: self.temperature, top_p: self.top_p, seed: self.attempts };
+        let stop = vec!["\nTask".to_string(), "\n\n".to_string()];
+        let text = self.completer.continue_text(few_shot(&shots), decoding, stop).await?;
         let outcome = self.filter.check(&text);
         if let Ok(prompt) = &outcome {
             self.generated.push(prompt.clone());
@@ -304,7 +273,7 @@ pub const ATTEMPTS_PER_PROMPT: usize = 10;
 /// each accepted one.
 pub async fn create(args: &SelfInstructArgs) -> Result<Report> {
     let store = Store::connect_migrated(&args.database_url).await.context("connecting to and migrating the database")?;
-    let writer = Writer::new(args, &store, Completer::http(args)?).await?;
+    let writer = Writer::new(args, &store, server(args)?).await?;
     write_prompts(writer, args, &store).await
 }
 

@@ -22,8 +22,11 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
+use crate::client::Client;
 use crate::eval::gate::{self, GateSettings};
-use crate::judge::{JudgeMethod, Reward};
+use crate::judge::{DecidedBy, JudgeMethod, Reward};
+use crate::protocol::generate::{GenerateRequest, GenerateResponse, JudgeChoice};
+use crate::protocol::judge::JudgeOptions;
 use crate::selfinstruct::{Rejection, SelfInstructArgs, Writer};
 use crate::store::Store;
 use crate::train::settings::DpoJob;
@@ -97,30 +100,31 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, r: &Value) {
+    fn add(&mut self, r: &GenerateResponse) {
         self.prompts += 1;
-        let choices = r["choices"].as_array().cloned().unwrap_or_default();
-        self.candidates += choices.len();
-        self.judge_samples += r["judge"]["total"].as_u64().unwrap_or(0) as usize;
-        self.judge_parsed += r["judge"]["parsed"].as_u64().unwrap_or(0) as usize;
-        for c in &choices {
-            if let Some(strict) = c["verified"]["strict"].as_array() {
+        self.candidates += r.choices.len();
+        if let Some(judge) = &r.judge {
+            self.judge_samples += judge.total;
+            self.judge_parsed += judge.parsed;
+        }
+        for c in &r.choices {
+            if let Some(verified) = &c.verified {
                 self.verifiable_candidates += 1;
-                self.verifiable_passed += usize::from(strict.iter().all(|p| p.as_bool() == Some(true)));
+                self.verifiable_passed += usize::from(verified.strict.iter().all(|&p| p));
             }
-            let bucket = c["score"].as_f64().map_or_else(|| "unscored".to_string(), |s| format!("{}", s.round() as i64));
+            let bucket = c.score.map_or_else(|| "unscored".to_string(), |s| format!("{}", s.round() as i64));
             *self.histogram.entry(bucket).or_default() += 1;
         }
-        let len =
-            |i: &Value| i.as_u64().and_then(|i| choices.get(i as usize)).and_then(|c| c["message"]["content"].as_str()).map_or(0, str::len);
-        self.verifiable_prompts += usize::from(choices.iter().any(|c| c["verified"].is_object()));
-        if r["pair"].is_object() {
-            self.pairs += 1;
-            self.pairs_by_verifier += usize::from(r["pair"]["decided_by"] == "verifier");
-            self.chosen_chars += len(&r["pair"]["chosen_index"]);
-            self.rejected_chars += len(&r["pair"]["rejected_index"]);
-        } else {
-            self.no_pair += 1;
+        let len = |i: usize| r.choices.get(i).map_or(0, |c| c.message.content.len());
+        self.verifiable_prompts += usize::from(r.choices.iter().any(|c| c.verified.is_some()));
+        match &r.pair {
+            Some(pair) => {
+                self.pairs += 1;
+                self.pairs_by_verifier += usize::from(pair.decided_by == DecidedBy::Verifier);
+                self.chosen_chars += len(pair.chosen_index);
+                self.rejected_chars += len(pair.rejected_index);
+            }
+            None => self.no_pair += 1,
         }
     }
 }
@@ -155,8 +159,8 @@ fn print_table(report: &Value) {
 pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
     let active = store.active_checkpoints().await?.pop().context("no active checkpoint: start `srlm serve` first")?;
     let iteration = active.iteration + 1;
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(1800)).build()?;
-    let base = args.url.trim_end_matches('/').to_string();
+    let client = Client::new(&args.url, std::time::Duration::from_secs(1800))?;
+    let base = client.base().to_string();
     let mut tally = Tally::default();
 
     // 1–2. New prompts, each answered and judged by the active checkpoint as it comes.
@@ -166,17 +170,25 @@ pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
     if need > 0 {
         let verifiable = ((need as f64) * args.verifiable_share.clamp(0.0, 1.0)).round() as usize;
         let bar = crate::progress::Progress::new(need as u64, format!("iter {iteration}"), "prompts judged");
-        let mut running: JoinSet<Result<Value>> = JoinSet::new();
-        let body = |prompt: &str, instructions: Option<&[crate::verify::Instruction]>| {
-            json!({
-                "messages": [{"role": "user", "content": prompt}], "n": args.n, "max_tokens": args.max_tokens,
-                "judge": {"samples": args.samples, "method": args.method}, "source": "self_instruct", "iteration": iteration,
-                "reward": args.reward, "instructions": instructions,
-            })
+        let mut running: JoinSet<Result<GenerateResponse>> = JoinSet::new();
+        let body = |prompt: &str, instructions: Option<&[crate::verify::Instruction]>| GenerateRequest {
+            prompt: Some(prompt.to_string()),
+            n: Some(args.n as i64),
+            max_tokens: Some(args.max_tokens as i64),
+            judge: Some(JudgeChoice::Options(JudgeOptions {
+                samples: Some(args.samples as i64),
+                method: Some(args.method),
+                ..Default::default()
+            })),
+            source: Some("self_instruct".into()),
+            iteration: Some(iteration),
+            reward: Some(args.reward),
+            instructions: instructions.map(<[_]>::to_vec),
+            ..Default::default()
         };
-        let spawn = |running: &mut JoinSet<Result<Value>>, body: Value| {
-            let (client, url) = (client.clone(), format!("{base}/generate"));
-            running.spawn(async move { crate::client::post_json(&client, &url, &body).await });
+        let spawn = |running: &mut JoinSet<Result<GenerateResponse>>, body: GenerateRequest| {
+            let client = client.clone();
+            running.spawn(async move { client.generate(&body).await });
         };
         // 1a. Requests with checkable instructions (none of them already stored).
         if verifiable > 0 {
@@ -203,7 +215,7 @@ pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
                 seed: args.seed.wrapping_add(iteration as u64 * 7919 + done as u64),
                 ..SelfInstructArgs::new(&base, &args.database_url, args.seeds.clone(), written, iteration)
             };
-            let mut writer = Writer::new(&si, store, crate::selfinstruct::Completer::http(&si)?).await?;
+            let mut writer = Writer::new(&si, store, crate::selfinstruct::server(&si)?).await?;
             let mut accepted = 0;
             let mut attempts = 0;
             while accepted < written && attempts < written * 10 {
@@ -274,7 +286,11 @@ pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
 
     // 5. Swap it in (unless the gate refused it).
     let started = Instant::now();
-    let swap = if refused { Value::Null } else { activate(&client, &base, &args.admin_token, output).await? };
+    let swap = if refused {
+        None
+    } else {
+        Some(client.activate(output, &args.admin_token).await.with_context(|| format!("activating checkpoint {output}"))?)
+    };
     let swap_seconds = started.elapsed().as_secs_f64();
 
     // 6. Report.
@@ -288,7 +304,7 @@ pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
             let eval = crate::eval::rm::EvalRmArgs {
                 url: base.to_string(),
                 data: data.clone(),
-                methods: vec![args.method.as_str().to_string()],
+                methods: vec![args.method],
                 samples: args.samples,
                 limit: args.eval_limit,
                 seed: args.seed as i64,
@@ -329,20 +345,9 @@ pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
         "gate": gate,
         "policy_movement": movement,
         "swap_seconds": swap_seconds,
-        "swap_load_seconds": swap["load_seconds"],
+        "swap_load_seconds": swap.map(|s| s.load_seconds),
         "reward_model": reward_model,
     });
     store.record_iteration(iteration, active.id, output, &report).await?;
     Ok(report)
-}
-
-/// Asks the server to serve checkpoint `id`; returns its answer.
-async fn activate(client: &reqwest::Client, base: &str, token: &str, id: i64) -> Result<Value> {
-    let response = client.post(format!("{base}/admin/checkpoints/{id}/activate")).bearer_auth(token).send().await?;
-    let status = response.status();
-    let swap: Value = serde_json::from_str(&response.text().await?).unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("activating checkpoint {id}: HTTP {status}: {swap}");
-    }
-    Ok(swap)
 }

@@ -4,7 +4,7 @@
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
-use crate::store::Checkpoint;
+pub use crate::protocol::admin::SwapResponse;
 use crate::swap::{SwapError, Swapped};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -59,7 +59,7 @@ pub async fn self_instruct(
     headers: HeaderMap,
     super::ApiJson(request): super::ApiJson<SelfInstructRequest>,
 ) -> Result<Json<crate::selfinstruct::Report>, ApiError> {
-    use crate::selfinstruct::{write_prompts, Completer, SelfInstructArgs, Writer};
+    use crate::selfinstruct::{write_prompts, SelfInstructArgs, Writer};
     authorize(&state, &headers)?;
     let max = state.limits.max_self_instruct;
     if !(1..=max).contains(&request.count) {
@@ -77,7 +77,7 @@ pub async fn self_instruct(
         seed: rand::random(),
         ..SelfInstructArgs::new("", "", crate::selfinstruct::DEFAULT_SEED_PROMPTS.into(), request.count, iteration)
     };
-    let completer = Completer::Engine(served.engine.clone());
+    let completer = crate::client::Answerer::Engine(served.engine.clone());
     let writer = match request.seeds {
         Some(seeds) if seeds.len() < MIN_SEEDS => {
             return Err(ApiError::field("seeds", format!("seeds must hold at least {MIN_SEEDS} prompts, got {}", seeds.len())));
@@ -91,17 +91,6 @@ pub async fn self_instruct(
         Err(e) => ApiError::Internal(e),
     })?;
     Ok(Json(report))
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SwapResponse {
-    /// The checkpoint now serving.
-    pub checkpoint: Checkpoint,
-    /// The model name clients see for it.
-    pub model: String,
-    pub previous_checkpoint_id: Option<i64>,
-    /// Seconds spent loading the new model (0 when it was already serving).
-    pub load_seconds: f64,
 }
 
 /// The admin token check: 403 when admin routes are disabled, 401 for a missing or

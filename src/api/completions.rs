@@ -2,74 +2,24 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::chat::Usage;
 use super::error::ErrorBody;
 use super::logprobs::CompletionLogprobs;
-use super::sampling::{self, SamplingDefaults, SamplingInput, Stop, ValidSampling};
+use super::sampling::{self, SamplingDefaults, SamplingInput, ValidSampling};
 use super::stream::{self, StreamKind, StreamMeta};
 use super::ServedChecks;
 use super::{ApiError, ApiJson, AppState, Served};
 use crate::engine::Prompt;
+pub use crate::protocol::completions::{CompletionChoice, CompletionRequest, CompletionResponse, PromptInput};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(completions))
 }
 
-/// One prompt or a list of prompts.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum PromptInput {
-    One(String),
-    Many(Vec<String>),
-}
-
 /// Legacy completions allow at most this many log-prob alternatives.
 pub(crate) const MAX_COMPLETION_LOGPROBS: i64 = 5;
-
-/// An OpenAI text-completion request. Unknown fields are ignored.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
-pub struct CompletionRequest {
-    /// The served model's name, or `current`.
-    pub model: String,
-    /// Text to continue; a list gives `n` choices per prompt, in order.
-    pub prompt: PromptInput,
-    /// Most tokens to generate per choice. Default 16, as in OpenAI's API.
-    pub max_tokens: Option<i64>,
-    /// Sampling temperature, 0 to 2 (0 = greedy). Default 1.
-    pub temperature: Option<f64>,
-    /// Nucleus sampling mass, in (0, 1]. Default 1.
-    pub top_p: Option<f64>,
-    /// Keep only the k most likely tokens (0 = off). Extension, as in vLLM.
-    pub top_k: Option<i64>,
-    /// Choices per prompt.
-    pub n: Option<i64>,
-    /// Up to 4 stop sequences.
-    pub stop: Option<Stop>,
-    /// Seed for reproducible sampling.
-    pub seed: Option<i64>,
-    /// Log-probs of the generated tokens and of the 0 to 5 most likely alternatives.
-    pub logprobs: Option<i64>,
-    /// Echo the prompt before the completion (not supported: must be false).
-    #[serde(default)]
-    pub echo: bool,
-    /// Text after the completion (not supported).
-    pub suffix: Option<String>,
-    /// Server-side best-of (not supported beyond `n`).
-    pub best_of: Option<i64>,
-    /// Stream the answer as server-sent events, ending with `data: [DONE]`.
-    #[serde(default)]
-    pub stream: bool,
-    /// Keep generating past end-of-sequence until the token limit (vLLM's extension, for
-    /// benchmarks that need every answer the same length).
-    #[serde(default)]
-    pub ignore_eos: bool,
-    pub stream_options: Option<super::chat::StreamOptions>,
-}
 
 #[derive(Debug, Clone)]
 pub struct ValidCompletionRequest {
@@ -134,29 +84,6 @@ impl CompletionRequest {
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
         })
     }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CompletionChoice {
-    /// Prompt p's choice c has index p × n + c.
-    pub index: usize,
-    pub text: String,
-    /// Present when the request asked for `logprobs`.
-    pub logprobs: Option<CompletionLogprobs>,
-    /// `stop` or `length`.
-    pub finish_reason: String,
-}
-
-/// An OpenAI text completion.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct CompletionResponse {
-    pub id: String,
-    /// Always `text_completion`.
-    pub object: String,
-    pub created: i64,
-    pub model: String,
-    pub choices: Vec<CompletionChoice>,
-    pub usage: Usage,
 }
 
 /// Text completion (OpenAI-compatible, legacy)

@@ -4,10 +4,9 @@
 use axum::extract::rejection::JsonRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use crate::engine::EngineError;
+pub use crate::protocol::error::{ErrorBody, ErrorDetail};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -168,25 +167,6 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// OpenAI's error envelope.
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
-pub struct ErrorDetail {
-    /// What went wrong, naming the field and the limit where one applies.
-    pub message: String,
-    /// Error class, e.g. `invalid_request_error`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The offending request field, when there is one.
-    pub param: Option<String>,
-    /// A stable machine-readable code, e.g. `invalid_value`.
-    pub code: Option<String>,
 }
 
 #[cfg(test)]

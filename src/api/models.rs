@@ -2,43 +2,18 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::ErrorBody;
 use super::{ApiError, AppState};
+pub use crate::protocol::models::{ModelCard, ModelList};
 
 /// Clients may always ask for the model being served by this name.
 pub const CURRENT_ALIAS: &str = "current";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_models)).routes(routes!(get_model))
-}
-
-/// A model the server answers for.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ModelCard {
-    /// The name to put in `model`.
-    pub id: String,
-    /// Always `model`.
-    pub object: String,
-    /// Unix time the model was loaded.
-    pub created: i64,
-    /// Always `srlm`.
-    pub owned_by: String,
-    /// The checkpoint row in the database, once registered.
-    pub checkpoint_id: Option<i64>,
-    /// `mistralrs` or `native`.
-    pub engine: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct ModelList {
-    /// Always `list`.
-    pub object: String,
-    pub data: Vec<ModelCard>,
 }
 
 async fn cards(state: &AppState) -> Vec<ModelCard> {

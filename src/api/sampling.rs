@@ -1,18 +1,8 @@
 //! Sampling fields shared by the completion endpoints, validated into a `ValidSampling`.
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use super::{ApiError, Limits};
 use crate::engine::{Generation, Prompt, SamplingConfig};
-
-/// Up to 4 sequences where generation stops; the sequence itself is not returned.
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
-#[serde(untagged)]
-pub enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
+pub use crate::protocol::sampling::Stop;
 
 /// The raw sampling fields of a request, before validation.
 #[derive(Debug, Default, Clone)]
@@ -52,7 +42,7 @@ pub struct ValidSampling {
 
 impl ValidSampling {
     /// `ignore_eos`: end-of-sequence is never chosen, so answers run to the token limit.
-    pub fn ignore_eos(&mut self, vocab: &crate::engine::vocab::Vocab) {
+    pub fn ignore_eos(&mut self, vocab: &crate::model::vocab::Vocab) {
         self.config.banned = vocab.eos.into_iter().collect();
     }
 

@@ -10,6 +10,10 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::cli::GenerateBenchArgs;
+use crate::client::Client;
+use crate::judge::{JudgeMethod, NoPairReason};
+use crate::protocol::generate::{GenerateRequest, JudgeChoice};
+use crate::protocol::judge::JudgeOptions;
 
 const PROMPTS: [&str; 8] = [
     "Give one tip for learning to cook.",
@@ -47,14 +51,14 @@ pub struct MethodResult {
 }
 
 pub async fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(args.time_limit_s)).build()?;
+    let client = Client::new(&args.url, Duration::from_secs(args.time_limit_s))?;
     let mut results = Vec::new();
     println!(
         "{:>12} {:>5} {:>7} {:>6} {:>7} {:>11} {:>11} {:>8} {:>6} {:>5} {:>6}",
         "method", "conc", "prompts", "errors", "scored", "judged/min", "scored/min", "pairs/h", "parse", "ties", "wall s"
     );
     for method in &args.methods {
-        let r = run_method(&client, &args, method).await?;
+        let r = run_method(&client, &args, *method).await?;
         println!(
             "{:>12} {:>5} {:>7} {:>6} {:>7} {:>11.1} {:>11.1} {:>8.0} {:>5.0}% {:>4.0}% {:>6.0}",
             r.method,
@@ -77,14 +81,14 @@ pub async fn run(args: GenerateBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: &str) -> anyhow::Result<MethodResult> {
+async fn run_method(client: &Client, args: &GenerateBenchArgs, method: JudgeMethod) -> anyhow::Result<MethodResult> {
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.time_limit_s);
     let start = Instant::now();
-    let bar = crate::progress::Progress::new(args.prompts as u64, format!("generate {method}"), "prompts");
+    let bar = crate::progress::Progress::new(args.prompts as u64, format!("generate {}", method.as_str()), "prompts");
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
-            let (client, next, args, method, bar) = (client.clone(), next.clone(), args.clone(), method.to_string(), bar.clone());
+            let (client, next, args, bar) = (client.clone(), next.clone(), args.clone(), bar.clone());
             tokio::spawn(async move {
                 let mut bodies = Vec::new();
                 let mut errors = 0;
@@ -93,12 +97,21 @@ async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: 
                     if i >= args.prompts || Instant::now() > deadline {
                         break;
                     }
-                    let body = serde_json::json!({
-                        "prompt": PROMPTS[i % PROMPTS.len()],
-                        "n": args.n, "max_tokens": args.max_tokens, "seed": i, "record": args.record,
-                        "judge": {"samples": args.samples, "method": method, "max_tokens": args.max_tokens},
-                    });
-                    match crate::client::post_json(&client, &format!("{}/generate", args.url), &body).await {
+                    let request = GenerateRequest {
+                        prompt: Some(PROMPTS[i % PROMPTS.len()].to_string()),
+                        n: Some(args.n as i64),
+                        max_tokens: Some(args.max_tokens as i64),
+                        seed: Some(i as i64),
+                        record: Some(args.record),
+                        judge: Some(JudgeChoice::Options(JudgeOptions {
+                            samples: Some(args.samples as i64),
+                            method: Some(method),
+                            max_tokens: Some(args.max_tokens as i64),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    };
+                    match client.generate(&request).await {
                         Ok(v) => bodies.push(v),
                         Err(err) => {
                             tracing::warn!(error = %err, "generate failed");
@@ -111,21 +124,22 @@ async fn run_method(client: &reqwest::Client, args: &GenerateBenchArgs, method: 
             })
         })
         .collect();
-    let mut r = MethodResult { method: method.to_string(), concurrency: args.concurrency, ..Default::default() };
+    let mut r = MethodResult { method: method.as_str().to_string(), concurrency: args.concurrency, ..Default::default() };
     let finished = futures::future::try_join_all(workers).await?;
     bar.finish();
     for (bodies, errors) in finished {
         r.errors += errors;
         for b in bodies {
             r.prompts += 1;
-            let choices = b["choices"].as_array().map_or(&[][..], Vec::as_slice);
-            r.candidates += choices.len();
-            r.scored_candidates += choices.iter().filter(|c| !c["score"].is_null()).count();
-            r.judged_candidates += choices.iter().filter(|c| !c["judgments"].as_array().is_none_or(Vec::is_empty)).count();
-            r.judge_samples += b["judge"]["total"].as_u64().unwrap_or(0) as usize;
-            r.parsed_samples += b["judge"]["parsed"].as_u64().unwrap_or(0) as usize;
-            r.pairs += usize::from(!b["pair"].is_null());
-            r.ties += usize::from(b["no_pair_reason"] == "tie");
+            r.candidates += b.choices.len();
+            r.scored_candidates += b.choices.iter().filter(|c| c.score.is_some()).count();
+            r.judged_candidates += b.choices.iter().filter(|c| !c.judgments.is_empty()).count();
+            if let Some(judge) = &b.judge {
+                r.judge_samples += judge.total;
+                r.parsed_samples += judge.parsed;
+            }
+            r.pairs += usize::from(b.pair.is_some());
+            r.ties += usize::from(b.no_pair_reason == Some(NoPairReason::Tie));
         }
     }
     r.wall_s = start.elapsed().as_secs_f64();

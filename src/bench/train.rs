@@ -11,11 +11,11 @@ use candle_core::DType;
 use rand::{Rng, SeedableRng};
 
 use crate::cli::TrainBenchArgs;
+use crate::model::weights::LlamaWeights;
 use crate::train::data::PairTokens;
 use crate::train::dpo::DpoConfig;
 use crate::train::model::{LoraConfig, Model, Trainable};
 use crate::train::trainer::{self, OptimConfig};
-use crate::train::weights::LlamaWeights;
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
 pub fn peak_rss() -> Option<u64> {

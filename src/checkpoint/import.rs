@@ -53,9 +53,7 @@ pub fn check_files(path: &Path) -> Result<&'static str> {
             .with_context(|| format!("{}: unreadable safetensors", path.display()))?;
         return Ok("safetensors");
     }
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let content =
-        candle_core::quantized::gguf_file::Content::read(&mut file).with_context(|| format!("{}: not a GGUF file", path.display()))?;
+    let content = crate::model::gguf::GgufFile::open(path)?.content;
     for key in ["general.architecture", "tokenizer.ggml.tokens"] {
         if !content.metadata.contains_key(key) {
             bail!("{}: GGUF metadata has no {key}", path.display());

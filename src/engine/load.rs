@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::mistral::MistralEngine;
 use super::native::NativeEngine;
 use super::SharedEngine;
-use crate::checkpoint::gguf::WeightsChoice;
+use crate::model::gguf::{GgufFile, WeightsChoice};
 
 /// `srlm serve`'s defaults.
 pub const DEFAULT_MAX_SEQS: usize = 32;
@@ -88,9 +88,5 @@ fn is_llama(path: &Path) -> bool {
         let config = std::fs::read_to_string(path.join("config.json")).unwrap_or_default();
         return serde_json::from_str::<serde_json::Value>(&config).is_ok_and(|c| c["model_type"] == "llama");
     }
-    let Ok(mut file) = std::fs::File::open(path) else { return false };
-    candle_core::quantized::gguf_file::Content::read(&mut file)
-        .ok()
-        .and_then(|c| c.metadata.get("general.architecture").and_then(|v| v.to_string().ok()).cloned())
-        .is_some_and(|arch| arch == "llama")
+    GgufFile::open(path).is_ok_and(|gguf| gguf.string("general.architecture") == Some("llama"))
 }

@@ -23,9 +23,9 @@ use tokio::sync::{mpsc, Semaphore};
 use super::load::EngineOptions;
 use super::sampler::{SampledToken, Sampler};
 use super::text::{Piece, TextAssembler};
-use super::vocab::Vocab;
 use super::{Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt};
-use crate::checkpoint::gguf::converted_copy;
+use crate::model::gguf::converted_copy;
+use crate::model::vocab::Vocab;
 use candle_core::quantized::GgmlDType;
 
 pub struct MistralEngine {
@@ -57,7 +57,7 @@ impl MistralEngine {
                 Some(to) => converted_copy(&path, to)?,
                 None => path.clone(),
             };
-            let weights = crate::checkpoint::gguf::tensor_types(&path)?
+            let weights = crate::model::gguf::tensor_types(&path)?
                 .iter()
                 .filter(|t| !matches!(t, GgmlDType::F32))
                 .map(|t| format!("{t:?}").to_lowercase())

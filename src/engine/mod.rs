@@ -10,24 +10,16 @@ pub mod math;
 pub mod mistral;
 pub mod native;
 pub mod sampler;
-pub mod template;
 pub mod text;
-pub mod tokenizer;
-pub mod vocab;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+pub use crate::model::template::ChatMessage;
+use crate::model::vocab;
 pub use sampler::{SampledToken, SamplingConfig};
-
-/// A chat message as the engine's chat template sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChatMessage {
-    pub role: String,
-    pub content: String,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Prompt {

@@ -11,9 +11,9 @@ use candle_core::DType;
 use serde::Serialize;
 
 use crate::engine::ChatMessage;
+use crate::model::weights::LlamaWeights;
 use crate::train::data::ChatFormat;
 use crate::train::model::{Batch, Model, Trainable};
-use crate::train::weights::LlamaWeights;
 
 /// Longest sequence scored (prompt + answer, in tokens); longer answers are cut.
 const MAX_LEN: usize = 512;

@@ -19,7 +19,7 @@ pub struct EvalRmArgs {
     pub data: PathBuf,
     /// Judging methods to measure.
     #[arg(long, value_delimiter = ',', default_value = "sample,expected")]
-    pub methods: Vec<String>,
+    pub methods: Vec<crate::judge::JudgeMethod>,
     /// Judge samples per answer (paper: 3).
     #[arg(long, default_value_t = 3)]
     pub samples: usize,
@@ -192,27 +192,33 @@ pub async fn evaluate(args: &EvalRmArgs) -> Result<RmReport> {
     if let Some(n) = args.limit {
         items.truncate(n);
     }
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(600)).build()?;
-    let url = format!("{}/judge", args.url.trim_end_matches('/'));
+    let client = crate::client::Client::new(&args.url, std::time::Duration::from_secs(600))?;
     let mut out = Vec::new();
     let mut judges = std::collections::BTreeSet::new();
     for method in &args.methods {
         let mut scores = Vec::with_capacity(items.len());
-        let bar = crate::progress::Progress::new(items.len() as u64, format!("rm {method}"), "prompts");
+        let bar = crate::progress::Progress::new(items.len() as u64, format!("rm {}", method.as_str()), "prompts");
         for item in &items {
             let judged = item.answers.iter().map(|answer| {
-                let body = serde_json::json!({"prompt": item.prompt, "response": answer, "samples": args.samples,
-                    "method": method, "seed": args.seed, "record": false});
-                let (client, url) = (client.clone(), url.clone());
-                async move { crate::client::post_json(&client, &url, &body).await }
+                let request = crate::protocol::judge::JudgeRequest {
+                    prompt: Some(item.prompt.clone()),
+                    response: Some(answer.clone()),
+                    samples: Some(args.samples as i64),
+                    method: Some(*method),
+                    seed: Some(args.seed),
+                    record: Some(false),
+                    ..Default::default()
+                };
+                let client = client.clone();
+                async move { client.judge(&request).await }
             });
             let answers = futures::future::try_join_all(judged).await?;
-            judges.extend(answers.iter().map(|r| r["checkpoint_id"].as_i64()));
-            scores.push(answers.iter().map(|r| r["mean"].as_f64()).collect::<Vec<_>>());
+            judges.extend(answers.iter().map(|r| r.checkpoint_id));
+            scores.push(answers.iter().map(|r| r.mean.map(f64::from)).collect::<Vec<_>>());
             bar.inc(1);
         }
         bar.finish();
-        out.push((method.clone(), metrics(&scores)));
+        out.push((method.as_str().to_string(), metrics(&scores)));
     }
     anyhow::ensure!(judges.len() <= 1, "the server changed checkpoints during the evaluation (judges {judges:?}); run it again");
     Ok(RmReport { checkpoint_id: judges.into_iter().next().flatten(), results: out })

@@ -8,40 +8,16 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::engine::{ChatMessage, Generation, Prompt, SamplingConfig, SharedEngine};
+pub use crate::client::{Answer, Decoding};
+use crate::client::{Answerer, Client};
 use crate::store::Store;
 
-/// How to decode.
-#[derive(Debug, Clone, Copy)]
-pub struct Decoding {
-    pub max_tokens: usize,
-    pub temperature: f64,
-    pub top_p: f64,
-    pub seed: u64,
-}
-
-/// One answer and its length in the source's tokens.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Answer {
-    pub text: String,
-    pub tokens: usize,
-}
-
-pub enum Source {
-    Http {
-        client: reqwest::Client,
-        base: String,
-        url: String,
-        model: String,
-        api_key: Option<String>,
-        checkpoint_id: Option<i64>,
-        label: String,
-    },
-    Engine {
-        engine: SharedEngine,
-        checkpoint_id: Option<i64>,
-        label: String,
-    },
+/// An [`Answerer`] with the name it is reported under and, where srlm knows it, the
+/// checkpoint that answers.
+pub struct Source {
+    pub answerer: Answerer,
+    checkpoint_id: Option<i64>,
+    label: String,
 }
 
 impl Source {
@@ -49,12 +25,10 @@ impl Source {
     /// `api_key` its bearer token. Checkpoint ids need the database.
     pub async fn open(spec: &str, model: &str, api_key: Option<String>, store: Option<&Store>) -> Result<Self> {
         if spec.starts_with("http://") || spec.starts_with("https://") {
-            let base = spec.trim_end_matches('/').trim_end_matches("/v1").to_string();
-            let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(900)).build()?;
-            let checkpoint_id = served_checkpoint(&client, &base, model, api_key.as_deref()).await;
-            let label = format!("{base} ({model})");
-            let url = format!("{base}/v1/chat/completions");
-            return Ok(Self::Http { client, base, url, model: model.to_string(), api_key, checkpoint_id, label });
+            let client = Client::new(spec, std::time::Duration::from_secs(900))?.with_api_key(api_key);
+            let checkpoint_id = served_checkpoint(&client, model).await;
+            let label = format!("{} ({model})", client.base());
+            return Ok(Self { answerer: Answerer::Server { client, model: model.to_string() }, checkpoint_id, label });
         }
         let (path, checkpoint_id) = match spec.parse::<i64>() {
             Ok(id) => {
@@ -80,109 +54,33 @@ impl Source {
             Some(id) => format!("checkpoint {id} ({path})"),
             None => path,
         };
-        Ok(Self::Engine { engine, checkpoint_id, label })
+        Ok(Self { answerer: Answerer::Engine(engine), checkpoint_id, label })
     }
 
     /// The checkpoint answering, when srlm knows it.
     pub fn checkpoint_id(&self) -> Option<i64> {
-        match self {
-            Self::Http { checkpoint_id, .. } | Self::Engine { checkpoint_id, .. } => *checkpoint_id,
-        }
+        self.checkpoint_id
     }
 
     pub fn label(&self) -> &str {
-        match self {
-            Self::Http { label, .. } | Self::Engine { label, .. } => label,
-        }
+        &self.label
     }
 
     /// The assistant's answer to a one-turn conversation.
     pub async fn answer(&self, user: &str, decoding: Decoding) -> Result<Answer> {
-        match self {
-            Self::Http { client, url, model, api_key, .. } => {
-                let body = serde_json::json!({
-                    "model": model, "messages": [{"role": "user", "content": user}],
-                    "max_tokens": decoding.max_tokens, "temperature": decoding.temperature, "top_p": decoding.top_p,
-                    "seed": decoding.seed,
-                });
-                let json = post(client, url, api_key.as_deref(), &body).await?;
-                let text = json["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string();
-                let tokens = json["usage"]["completion_tokens"].as_u64().map_or_else(|| text.split_whitespace().count(), |t| t as usize);
-                Ok(Answer { text, tokens })
-            }
-            Self::Engine { engine, .. } => {
-                let sampling = SamplingConfig {
-                    temperature: decoding.temperature as f32,
-                    top_p: decoding.top_p as f32,
-                    seed: decoding.seed,
-                    ..SamplingConfig::greedy()
-                };
-                let messages = vec![ChatMessage { role: "user".into(), content: user.to_string() }];
-                let generation = Generation { prompt: Prompt::Chat(messages), sampling, max_tokens: decoding.max_tokens, stop: vec![] };
-                let done = crate::engine::complete(engine.as_ref(), generation).await.map_err(|e| anyhow!("{e}"))?;
-                let tokens = done.finish.map_or(0, |f| f.completion_tokens);
-                Ok(Answer { text: done.text, tokens })
-            }
-        }
+        self.answerer.chat(user, decoding).await
     }
-}
 
-impl Source {
     /// This source's judgment of `response` (the default rubric in-process; the
     /// server's own rubric over HTTP, which must be srlm's `/judge`).
     pub async fn judge(&self, question: &str, response: &str, settings: &crate::judge::JudgeSettings) -> Result<crate::judge::Verdict> {
-        match self {
-            Self::Http { client, base, api_key, .. } => {
-                let url = format!("{base}/judge");
-                let body = serde_json::json!({"prompt": question, "response": response, "samples": settings.samples,
-                    "method": settings.method, "seed": settings.seed, "max_tokens": settings.max_tokens,
-                    "temperature": settings.temperature, "record": false});
-                let json = post(client, &url, api_key.as_deref(), &body).await?;
-                let samples = json["samples"]
-                    .as_array()
-                    .map(|s| {
-                        s.iter()
-                            .map(|s| crate::judge::JudgeSample {
-                                text: s["text"].as_str().unwrap_or_default().to_string(),
-                                score: s["score"].as_f64().map(|v| v as f32),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Ok(crate::judge::Verdict { samples, mean: json["mean"].as_f64().map(|m| m as f32) })
-            }
-            Self::Engine { engine, .. } => {
-                let template = crate::judge::JudgeTemplate::default();
-                crate::judge::judge(engine.as_ref(), &template, question, response, settings).await.map_err(|e| anyhow!("{e}"))
-            }
-        }
+        self.answerer.judge(question, response, settings).await
     }
-}
-
-/// POSTs `body` to `url` (with the bearer key, if any); the JSON answer, or an error
-/// naming the URL and the status.
-async fn post(client: &reqwest::Client, url: &str, api_key: Option<&str>, body: &serde_json::Value) -> Result<serde_json::Value> {
-    let mut request = client.post(url).json(body);
-    if let Some(key) = api_key {
-        request = request.bearer_auth(key);
-    }
-    let response = request.send().await.with_context(|| format!("POST {url}"))?;
-    let status = response.status();
-    let json: serde_json::Value = response.json().await.with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        bail!("{url}: HTTP {status}: {json}");
-    }
-    Ok(json)
 }
 
 /// The checkpoint an srlm server says it serves under `model` (other servers: none).
-async fn served_checkpoint(client: &reqwest::Client, base: &str, model: &str, api_key: Option<&str>) -> Option<i64> {
-    let mut request = client.get(format!("{base}/v1/models"));
-    if let Some(key) = api_key {
-        request = request.bearer_auth(key);
-    }
-    let list: serde_json::Value = request.send().await.ok()?.json().await.ok()?;
-    list["data"].as_array()?.iter().find(|m| m["id"] == model)?["checkpoint_id"].as_i64()
+async fn served_checkpoint(client: &Client, model: &str) -> Option<i64> {
+    client.models().await.ok()?.data.into_iter().find(|m| m.id == model)?.checkpoint_id
 }
 
 /// Prompts from a file: JSONL lines with `prompt`, `instruction` or `messages` (the last

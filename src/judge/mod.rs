@@ -164,7 +164,7 @@ async fn judge_once(
 }
 
 /// Tokens that read as the digits 0–5 right after `Score:` (with or without a space).
-fn digit_tokens(vocab: &engine::vocab::Vocab) -> Vec<(u32, u8)> {
+fn digit_tokens(vocab: &crate::model::vocab::Vocab) -> Vec<(u32, u8)> {
     (0..=5u8)
         .flat_map(|d| [format!("{d}"), format!(" {d}")].into_iter().map(move |s| (s, d)))
         .filter_map(|(s, d)| vocab.find(s.as_bytes()).map(|t| (t, d)))

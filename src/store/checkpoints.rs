@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::Store;
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Checkpoint {
     pub id: i64,
     pub name: String,

@@ -7,9 +7,9 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use crate::engine::template::ChatTemplate;
-use crate::engine::vocab::Vocab;
 use crate::engine::ChatMessage;
+use crate::model::template::ChatTemplate;
+use crate::model::vocab::Vocab;
 
 /// How a checkpoint turns chat messages into tokens.
 pub struct ChatFormat {
@@ -23,18 +23,18 @@ impl ChatFormat {
         let vocab = Vocab::for_model(model)?;
         let template = vocab.chat_template.clone().context("the model has no chat template to format training data with")?;
         let eos = vocab.eos.context("the model names no end-of-sequence token")?;
-        Ok(Self { tokenizer: crate::engine::tokenizer::load(model)?, template, eos })
+        Ok(Self { tokenizer: crate::model::tokenizer::load(model)?, template, eos })
     }
 
     /// The prompt up to where the assistant's answer begins.
     pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         let text = self.template.render(messages).map_err(|e| anyhow::anyhow!("chat template: {e}"))?;
-        crate::engine::tokenizer::encode(&self.tokenizer, &text)
+        crate::model::tokenizer::encode(&self.tokenizer, &text)
     }
 
     /// An answer and the end-of-turn token that closes it.
     pub fn answer(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids = crate::engine::tokenizer::encode(&self.tokenizer, text)?;
+        let mut ids = crate::model::tokenizer::encode(&self.tokenizer, text)?;
         ids.push(self.eos);
         Ok(ids)
     }

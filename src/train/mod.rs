@@ -2,7 +2,6 @@
 //! and weights (from GGUF or HF safetensors), the differentiable model, DPO and SFT,
 //! and the `srlm train` commands. The native engine serves from the same weights.
 
-pub mod config;
 pub mod data;
 pub mod dpo;
 pub mod fast;
@@ -11,4 +10,3 @@ pub mod optim;
 pub mod run;
 pub mod settings;
 pub mod trainer;
-pub mod weights;

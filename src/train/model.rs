@@ -13,8 +13,8 @@ use anyhow::{ensure, Result};
 use candle_core::{DType, Device, IndexOp, Tensor, Var, D};
 use rand::{Rng, SeedableRng};
 
-use super::config::LlamaConfig;
-use super::weights::{LayerWeights, LlamaWeights};
+use crate::model::config::LlamaConfig;
+use crate::model::weights::{LayerWeights, LlamaWeights};
 
 /// What of the model is trained.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -457,7 +457,7 @@ impl Model {
 
 impl Layer {
     /// The weights (a projection's base weight, without its adapter) in
-    /// [`super::weights::LAYER_TENSORS`] order.
+    /// [`crate::model::weights::LAYER_TENSORS`] order.
     pub fn weights(&self) -> [&Param; 9] {
         [
             &self.attn_norm,
@@ -502,50 +502,9 @@ fn causal_mask(t: usize, group: usize, dtype: DType, device: &Device) -> Result<
 }
 
 #[cfg(test)]
-pub mod tests {
+mod tests {
     use super::*;
-    use crate::train::weights::LayerWeights;
-
-    /// A random Llama small enough for exhaustive checks.
-    pub fn tiny_weights(seed: u64, tied: bool) -> Result<LlamaWeights> {
-        let config = LlamaConfig {
-            hidden: 32,
-            intermediate: 64,
-            layers: 2,
-            heads: 4,
-            kv_heads: 2,
-            head_dim: 8,
-            vocab: 48,
-            rope_theta: 10_000.0,
-            rms_eps: 1e-5,
-            max_positions: 64,
-        };
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let dev = Device::Cpu;
-        let mut rand = |shape: (usize, usize), scale: f32| -> Result<Tensor> {
-            let v: Vec<f32> = (0..shape.0 * shape.1).map(|_| rng.random_range(-scale..scale)).collect();
-            Ok(Tensor::from_vec(v, shape, &dev)?)
-        };
-        let (h, i, kvd) = (config.hidden, config.intermediate, config.kv_dim());
-        let embed = rand((config.vocab, h), 1.0)?;
-        let mut layers = Vec::new();
-        for _ in 0..config.layers {
-            layers.push(LayerWeights {
-                attn_norm: (rand((1, h), 0.2)? + 1.0)?.squeeze(0)?,
-                q: rand((h, h), 0.3)?,
-                k: rand((kvd, h), 0.3)?,
-                v: rand((kvd, h), 0.3)?,
-                o: rand((h, h), 0.3)?,
-                ffn_norm: (rand((1, h), 0.2)? + 1.0)?.squeeze(0)?,
-                gate: rand((i, h), 0.3)?,
-                up: rand((i, h), 0.3)?,
-                down: rand((h, i), 0.3)?,
-            });
-        }
-        let norm = (rand((1, h), 0.2)? + 1.0)?.squeeze(0)?;
-        let lm_head = if tied { embed.clone() } else { rand((config.vocab, h), 0.3)? };
-        Ok(LlamaWeights { config, embed, layers, norm, lm_head, quantized: Default::default() })
-    }
+    use crate::model::weights::tiny_weights;
 
     fn sample_batch() -> Result<Batch> {
         let a: Vec<u32> = vec![1, 5, 9, 3, 7, 2, 11];

@@ -18,8 +18,8 @@ use super::dpo::DpoConfig;
 use super::model::Model;
 use super::settings::{DpoJob, Output, SftJob, TrainSettings, Watch};
 use super::trainer::{self, Observer, StepMetrics, Summary};
-use super::weights::LlamaWeights;
-use crate::checkpoint::export;
+use crate::model::export;
+use crate::model::weights::LlamaWeights;
 use crate::store::training::{ClaimedPair, NewCheckpoint, RunCounts};
 use crate::store::{Checkpoint, Store};
 
@@ -126,7 +126,7 @@ impl Observer for CliObserver {
 }
 
 /// Where a run's checkpoint goes by default: beside its base.
-fn default_out(base: &Path, tag: &str, dtype: crate::checkpoint::gguf::WeightType) -> PathBuf {
+fn default_out(base: &Path, tag: &str, dtype: crate::model::gguf::WeightType) -> PathBuf {
     let stem = if base.is_dir() { base.file_name() } else { base.file_stem() }
         .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
     let name = if base.is_dir() { format!("{stem}-{tag}") } else { format!("{stem}-{tag}.{}.gguf", dtype.suffix()) };

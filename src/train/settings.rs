@@ -8,7 +8,7 @@ use super::data::Truncation;
 use super::dpo::DpoConfig;
 use super::model::Trainable;
 use super::trainer::OptimConfig;
-use crate::checkpoint::gguf::WeightType;
+use crate::model::gguf::WeightType;
 
 /// How the weights are trained (SFT and DPO alike).
 #[derive(Debug, Clone)]

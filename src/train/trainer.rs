@@ -391,7 +391,7 @@ pub fn train_sft(model: &Model, examples: &[SftExample], cfg: &OptimConfig, obse
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::model::tests::tiny_weights;
+    use crate::model::weights::tiny_weights;
     use crate::train::model::Trainable;
     use candle_core::DType;
 

@@ -60,11 +60,8 @@ pub fn engine(kind: &str) -> SharedEngine {
             rt().block_on(async move {
                 if kind.starts_with("native") {
                     // `native`: the file's Q4_1 blocks as stored; `native-q8`: re-encoded as Q8_0.
-                    let weights = if kind == "native-q8" {
-                        srlm::checkpoint::gguf::WeightsChoice::Q8_0
-                    } else {
-                        srlm::checkpoint::gguf::WeightsChoice::Auto
-                    };
+                    let weights =
+                        if kind == "native-q8" { srlm::model::gguf::WeightsChoice::Q8_0 } else { srlm::model::gguf::WeightsChoice::Auto };
                     let options =
                         srlm::engine::load::EngineOptions { weights, ..srlm::engine::load::EngineOptions::for_model(&model_path()) };
                     Arc::new(NativeEngine::load(&options).expect("native engine loads the default model")) as SharedEngine
@@ -73,9 +70,9 @@ pub fn engine(kind: &str) -> SharedEngine {
                         choice: srlm::engine::load::EngineChoice::Mistralrs,
                         force_cpu: true,
                         weights: if kind == "mistralrs-f32" {
-                            srlm::checkpoint::gguf::WeightsChoice::F32
+                            srlm::model::gguf::WeightsChoice::F32
                         } else {
-                            srlm::checkpoint::gguf::WeightsChoice::Auto
+                            srlm::model::gguf::WeightsChoice::Auto
                         },
                         ..srlm::engine::load::EngineOptions::for_model(&model_path())
                     };

@@ -20,7 +20,7 @@ fn reward_model_metrics_come_from_the_served_judge_and_are_stored() {
         let args = EvalRmArgs {
             url: s.base.clone(),
             data: data("ranked.jsonl"),
-            methods: vec!["expected".into()],
+            methods: vec![srlm::judge::JudgeMethod::Expected],
             samples: 1,
             limit: Some(2),
             seed: 1,

@@ -44,10 +44,21 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
         let Command::Loop(loop_args) = cli.command else { unreachable!("parsed as loop") };
         let loop_args = loop_args.with_preset(&given).config();
         // As if an earlier run died after answering one prompt of iteration 1.
-        let client = reqwest::Client::new();
-        let body = serde_json::json!({"messages": [{"role": "user", "content": "Name two planets in the solar system."}], "n": 2,
-            "max_tokens": 16, "judge": {"samples": 1, "method": "expected"}, "source": "self_instruct", "iteration": 1});
-        srlm::client::post_json(&client, &format!("{base}/generate"), &body).await.expect("a recorded generation");
+        let client = srlm::client::Client::new(&base, std::time::Duration::from_secs(600)).unwrap();
+        let request = srlm::protocol::generate::GenerateRequest {
+            prompt: Some("Name two planets in the solar system.".into()),
+            n: Some(2),
+            max_tokens: Some(16),
+            judge: Some(srlm::protocol::generate::JudgeChoice::Options(srlm::protocol::judge::JudgeOptions {
+                samples: Some(1),
+                method: Some(srlm::judge::JudgeMethod::Expected),
+                ..Default::default()
+            })),
+            source: Some("self_instruct".into()),
+            iteration: Some(1),
+            ..Default::default()
+        };
+        client.generate(&request).await.expect("a recorded generation");
 
         let first = iterate(&loop_args, &store).await.expect("iteration 1");
         assert_eq!((first["prompts_answered_before"].as_u64(), first["prompts_answered_this_run"].as_u64()), (Some(1), Some(1)), "{first}");
@@ -115,8 +126,8 @@ fn two_iterations_make_two_checkpoints_with_lineage_and_resume_without_duplicate
         let c4 = store.checkpoint(m4).await.unwrap().unwrap();
         assert_eq!((c4.parent_id, c4.status.as_str()), (Some(m3), "refused"));
         assert!(store.checkpoint_error(m4).await.unwrap().unwrap().contains("instruction-level accuracy"));
-        let served: serde_json::Value = client.get(format!("{base}/v1/models")).send().await.unwrap().json().await.unwrap();
-        assert!(served["data"].as_array().unwrap().iter().any(|m| m["checkpoint_id"] == m3), "M3 still serves: {served}");
+        let served = client.models().await.unwrap();
+        assert!(served.data.iter().any(|m| m.checkpoint_id == Some(m3)), "M3 still serves: {served:?}");
         let again = iterate(&strict, &store).await.expect("the rerun");
         assert_eq!((again["gate"]["refused"].as_bool(), again["output_checkpoint_id"].as_i64()), (Some(true), Some(m4)));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -9,17 +9,17 @@ use candle_core::{DType, Device};
 use serde_json::Value;
 use srlm::engine::native::NativeEngine;
 use srlm::engine::{complete, ChatMessage, Generation, Prompt, SamplingConfig};
+use srlm::model::weights::LlamaWeights;
 use srlm::store::Store;
 use srlm::train::data::ChatFormat;
 use srlm::train::model::{Batch, Model, Trainable};
-use srlm::train::weights::LlamaWeights;
 
 use crate::common::{database_url, engine, model_path, own_database, rt};
 
 #[test]
 fn trainer_log_probs_match_mistralrs_on_the_same_f32_checkpoint() {
     rt().block_on(async {
-        let f32_path = srlm::checkpoint::gguf::converted_copy(Path::new(&model_path()), srlm::checkpoint::gguf::WeightType::F32).unwrap();
+        let f32_path = srlm::model::gguf::converted_copy(Path::new(&model_path()), srlm::model::gguf::WeightType::F32).unwrap();
         let messages = vec![ChatMessage { role: "user".into(), content: "What makes bread rise?".into() }];
         let continuation = "Yeast eats the sugars in the dough and releases carbon dioxide, which gets trapped and makes the bread rise.";
         let reference = engine("mistralrs-f32").score(Prompt::Chat(messages.clone()), continuation).await.expect("mistralrs score");

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
@@ -26,10 +26,10 @@ use rayon::prelude::*;
 use super::load::EngineOptions;
 use super::sampler::{SampledToken, Sampler};
 use super::text::TextAssembler;
-use super::vocab::Vocab;
 use super::{Engine, EngineError, Event, EventStream, Finish, FinishReason, Generation, ModelInfo, Prompt};
-use crate::checkpoint::gguf::WeightsChoice;
-use crate::train::weights::LlamaWeights;
+use crate::model::gguf::WeightsChoice;
+use crate::model::vocab::Vocab;
+use crate::model::ModelFiles;
 
 /// Shorter shared prefixes are recomputed: sharing them is not worth the bookkeeping.
 const MIN_SHARED_PREFIX: usize = 16;
@@ -66,12 +66,11 @@ impl NativeEngine {
     /// Q4_1 matrices as stored (4-bit kernels), anything else re-encodes them as Q8_0.
     pub fn load(opts: &EngineOptions) -> Result<Self> {
         let path = Path::new(&opts.model);
-        let weights = LlamaWeights::load(path).with_context(|| format!("loading {}", path.display()))?;
+        let ModelFiles { weights, tokenizer, vocab } = ModelFiles::open(path)?;
         let four_bit = matches!(opts.weights, WeightsChoice::Auto | WeightsChoice::AsIs);
         let model = NativeModel::new(&weights, four_bit)?;
         drop(weights);
-        let vocab = Arc::new(Vocab::for_model(path)?);
-        let tokenizer = super::tokenizer::load(path)?;
+        let vocab = Arc::new(vocab);
         let name = opts.name.clone().unwrap_or_else(|| {
             let stem = if path.is_dir() { path.file_name() } else { path.file_stem() };
             stem.map_or_else(|| opts.model.clone(), |s| s.to_string_lossy().into_owned())
@@ -103,7 +102,7 @@ impl NativeEngine {
     fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
         let text =
             prompt.text(&self.vocab)?.ok_or_else(|| EngineError::Invalid("the model has no chat template; use /v1/completions".into()))?;
-        super::tokenizer::encode(&self.tokenizer, &text).map_err(|e| EngineError::Internal(e.to_string()))
+        crate::model::tokenizer::encode(&self.tokenizer, &text).map_err(|e| EngineError::Internal(e.to_string()))
     }
 }
 
@@ -118,7 +117,7 @@ impl Engine for NativeEngine {
     }
 
     async fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        super::tokenizer::encode(&self.tokenizer, text).map_err(|e| EngineError::Internal(e.to_string()))
+        crate::model::tokenizer::encode(&self.tokenizer, text).map_err(|e| EngineError::Internal(e.to_string()))
     }
 
     async fn generate(&self, generation: Generation) -> Result<EventStream, EngineError> {

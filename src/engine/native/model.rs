@@ -14,8 +14,8 @@ use rayon::prelude::*;
 use super::attention::attend;
 use super::q4::Q4Linear;
 use super::q8::{Q8Linear, Q8Rows};
-use crate::train::config::LlamaConfig;
-use crate::train::weights::{self, rope_heads, LlamaWeights, LAYER_TENSORS};
+use crate::model::config::LlamaConfig;
+use crate::model::weights::{self, rope_heads, LlamaWeights, LAYER_TENSORS};
 
 /// A weight matrix as served: 4-bit blocks as the file stores them, or Q8_0.
 enum Linear {
@@ -361,7 +361,7 @@ mod tests {
     use super::*;
 
     fn model() -> NativeModel {
-        NativeModel::new(&crate::train::model::tests::tiny_weights(7, false).unwrap(), true).unwrap()
+        NativeModel::new(&crate::model::weights::tiny_weights(7, false).unwrap(), true).unwrap()
     }
 
     /// Feeds `tokens` one step at a time after what `cache` holds; the last logits.

@@ -25,7 +25,7 @@ mod kernels;
 use kernels::{attention, attention_back, dw_acc, dy_w, rms_norm, rms_norm_back, rope, sigmoid, x_wt};
 
 use super::model::{Batch, Layer, Linear, Model, Param};
-use super::weights::{ATTN_NORM, DOWN, FFN_NORM, GATE, K, O, Q, UP, V};
+use crate::model::weights::{ATTN_NORM, DOWN, FFN_NORM, GATE, K, O, Q, UP, V};
 
 /// A read-locked view of a weight's f32 values.
 struct View<'a> {
@@ -122,7 +122,7 @@ struct Weights<'a> {
     head: Option<View<'a>>,
 }
 
-/// A layer's weights in [`LAYER_TENSORS`](super::weights::LAYER_TENSORS) order; with
+/// A layer's weights in [`LAYER_TENSORS`](crate::model::weights::LAYER_TENSORS) order; with
 /// `base_only` LoRA adapters are left out, otherwise a layer with any is refused.
 fn layer_tensors(l: &Layer, base_only: bool) -> Result<[&Tensor; 9]> {
     if !base_only && l.linears().iter().any(|(_, lin)| lin.lora.is_some()) {
@@ -405,7 +405,7 @@ pub fn backward(model: &Model, batch: &Batch, cache: Cache, dlogp: &[f32], grads
     Ok(())
 }
 
-fn param_len(i: usize, c: &super::config::LlamaConfig) -> usize {
+fn param_len(i: usize, c: &crate::model::config::LlamaConfig) -> usize {
     let (h, kvd, inter) = (c.hidden, c.kv_dim(), c.intermediate);
     match i {
         ATTN_NORM | FFN_NORM => h,
@@ -418,7 +418,7 @@ fn param_len(i: usize, c: &super::config::LlamaConfig) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::model::tests::tiny_weights;
+    use crate::model::weights::tiny_weights;
     use crate::train::model::Trainable;
     use candle_core::Device;
 

@@ -1,15 +1,51 @@
-//! GGUF weight-type conversion.
+//! GGUF files: the one reader of their headers ([`GgufFile`]), the weight types, and
+//! conversion between them.
 //!
 //! candle (and so mistralrs) has SIMD kernels for Q8_0 and Q4_0 but runs Q4_1 through
 //! a scalar fallback (`BlockQ4_1::vec_dot_unopt`, 38% of decode time in a profile of the
 //! default model). Re-encoding Q4_1 weights as Q8_0 keeps them (Q8_0 represents every
 //! Q4_1 value to within 1/254 of its block's range) and lets the SIMD kernels run.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Device;
+
+/// A GGUF file with its header read (metadata and the tensor index); tensors are read
+/// when asked for.
+pub struct GgufFile {
+    path: PathBuf,
+    file: std::fs::File,
+    pub content: gguf_file::Content,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: not a GGUF file: {e}", path.display()))?;
+        Ok(Self { path: path.to_path_buf(), file, content })
+    }
+
+    pub fn metadata(&self) -> &HashMap<String, gguf_file::Value> {
+        &self.content.metadata
+    }
+
+    /// A metadata value that is a string, such as `general.architecture`.
+    pub fn string(&self, key: &str) -> Option<&str> {
+        self.content.metadata.get(key).and_then(|v| v.to_string().ok()).map(String::as_str)
+    }
+
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// The tensor `name` as stored (on the CPU).
+    pub fn tensor(&mut self, name: &str) -> Result<QTensor> {
+        self.content.tensor(&mut self.file, name, &Device::Cpu).with_context(|| format!("{}: tensor {name}", self.path.display()))
+    }
+}
 
 /// The weight types srlm converts to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,8 +103,7 @@ impl WeightsChoice {
 
 /// Weight types of the tensors in a GGUF file, most common first.
 pub fn tensor_types(path: &Path) -> Result<Vec<GgmlDType>> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let content = GgufFile::open(path)?.content;
     let mut counts: Vec<(GgmlDType, usize)> = Vec::new();
     for info in content.tensor_infos.values() {
         match counts.iter_mut().find(|(d, _)| *d == info.ggml_dtype) {
@@ -83,22 +118,21 @@ pub fn tensor_types(path: &Path) -> Result<Vec<GgmlDType>> {
 /// Writes `src` with every quantized matrix re-encoded as `to` (1-D tensors such as
 /// norms stay as they are). Metadata is copied unchanged.
 pub fn convert(src: &Path, dst: &Path, to: WeightType) -> Result<()> {
-    let mut file = std::fs::File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: {e}", src.display()))?;
+    let mut gguf = GgufFile::open(src)?;
     let target = to.ggml();
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    let mut names: Vec<String> = gguf.content.tensor_infos.keys().cloned().collect();
     names.sort();
     let mut tensors = Vec::with_capacity(names.len());
     for name in names {
-        let tensor = content.tensor(&mut file, name, &Device::Cpu)?;
+        let tensor = gguf.tensor(&name)?;
         let dims = tensor.shape().dims().to_vec();
         let row = *dims.last().unwrap_or(&0);
         let convertible = dims.len() >= 2 && tensor.dtype() != target && row % target.block_size() == 0;
         let tensor = if convertible { QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, target)? } else { tensor };
-        tensors.push((name.as_str(), tensor));
+        tensors.push((name, tensor));
     }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
+    let metadata: Vec<(&str, &gguf_file::Value)> = gguf.content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let part = dst.with_extension("gguf.part");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&part).with_context(|| format!("creating {}", part.display()))?);
     gguf_file::write(&mut out, &metadata, &tensor_refs)?;

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::quantized::{gguf_file, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
 use super::config::LlamaConfig;
+use super::gguf::GgufFile;
 
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
@@ -134,12 +135,15 @@ impl LlamaWeights {
     }
 
     pub fn from_gguf(path: &Path) -> Result<Self> {
-        let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        let config = LlamaConfig::from_gguf(&content.metadata)?;
+        Self::from_gguf_file(&mut GgufFile::open(path)?)
+    }
+
+    pub fn from_gguf_file(gguf: &mut GgufFile) -> Result<Self> {
+        let config = LlamaConfig::from_gguf(gguf.metadata())?;
+        let has_output = gguf.has_tensor("output.weight");
         let mut quantized = HashMap::new();
         let mut load = |name: &str| -> Result<Tensor> {
-            let q = std::sync::Arc::new(content.tensor(&mut file, name, &Device::Cpu).with_context(|| format!("tensor {name}"))?);
+            let q = std::sync::Arc::new(gguf.tensor(name)?);
             let t = q.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
             quantized.insert(name.to_string(), q);
             Ok(t)
@@ -156,7 +160,7 @@ impl LlamaWeights {
             })?);
         }
         let norm = load("output_norm.weight")?;
-        let lm_head = if content.tensor_infos.contains_key("output.weight") { load("output.weight")? } else { embed.clone() };
+        let lm_head = if has_output { load("output.weight")? } else { embed.clone() };
         Ok(Self { config, embed, layers, norm, lm_head, quantized })
     }
 
@@ -181,6 +185,49 @@ impl LlamaWeights {
         let lm_head = take("lm_head.weight").unwrap_or_else(|_| embed.clone());
         Ok(Self { config, embed, layers, norm, lm_head, quantized: HashMap::new() })
     }
+}
+
+/// A random Llama small enough for exhaustive checks (tests of every part).
+#[cfg(test)]
+pub(crate) fn tiny_weights(seed: u64, tied: bool) -> Result<LlamaWeights> {
+    use rand::{Rng, SeedableRng};
+    let config = LlamaConfig {
+        hidden: 32,
+        intermediate: 64,
+        layers: 2,
+        heads: 4,
+        kv_heads: 2,
+        head_dim: 8,
+        vocab: 48,
+        rope_theta: 10_000.0,
+        rms_eps: 1e-5,
+        max_positions: 64,
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dev = Device::Cpu;
+    let mut rand = |shape: (usize, usize), scale: f32| -> Result<Tensor> {
+        let v: Vec<f32> = (0..shape.0 * shape.1).map(|_| rng.random_range(-scale..scale)).collect();
+        Ok(Tensor::from_vec(v, shape, &dev)?)
+    };
+    let (h, i, kvd) = (config.hidden, config.intermediate, config.kv_dim());
+    let embed = rand((config.vocab, h), 1.0)?;
+    let mut layers = Vec::new();
+    for _ in 0..config.layers {
+        layers.push(LayerWeights {
+            attn_norm: (rand((1, h), 0.2)? + 1.0)?.squeeze(0)?,
+            q: rand((h, h), 0.3)?,
+            k: rand((kvd, h), 0.3)?,
+            v: rand((kvd, h), 0.3)?,
+            o: rand((h, h), 0.3)?,
+            ffn_norm: (rand((1, h), 0.2)? + 1.0)?.squeeze(0)?,
+            gate: rand((i, h), 0.3)?,
+            up: rand((i, h), 0.3)?,
+            down: rand((h, i), 0.3)?,
+        });
+    }
+    let norm = (rand((1, h), 0.2)? + 1.0)?.squeeze(0)?;
+    let lm_head = if tied { embed.clone() } else { rand((config.vocab, h), 0.3)? };
+    Ok(LlamaWeights { config, embed, layers, norm, lm_head, quantized: Default::default() })
 }
 
 #[cfg(test)]

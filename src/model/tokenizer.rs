@@ -21,9 +21,7 @@ pub fn load(path: &Path) -> Result<Tokenizer> {
         let file = path.join("tokenizer.json");
         return Tokenizer::from_file(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()));
     }
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    from_gguf_metadata(&content.metadata)
+    from_gguf_metadata(super::gguf::GgufFile::open(path)?.metadata())
 }
 
 fn strings(md: &std::collections::HashMap<String, gguf_file::Value>, key: &str) -> Result<Vec<String>> {

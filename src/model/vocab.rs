@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use candle_core::quantized::gguf_file;
 
+use super::gguf::GgufFile;
 use super::template::ChatTemplate;
 
 #[derive(Debug, Clone)]
@@ -34,9 +34,11 @@ enum Encoding {
 
 impl Vocab {
     pub fn from_gguf(path: &Path) -> Result<Self> {
-        let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| anyhow::anyhow!("{}: not a GGUF file: {e}", path.display()))?;
-        let md = &content.metadata;
+        Self::from_gguf_file(&GgufFile::open(path)?)
+    }
+
+    pub fn from_gguf_file(gguf: &GgufFile) -> Result<Self> {
+        let md = gguf.metadata();
         let model = md.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("gpt2");
         let encoding = if model == "llama" { Encoding::SentencePiece } else { Encoding::ByteLevel };
         let tokens = md

@@ -4,7 +4,12 @@
 use minijinja::{context, Environment};
 use serde::Serialize;
 
-use super::ChatMessage;
+/// A chat message as the chat template sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
 
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
