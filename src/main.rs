@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::SelfInstruct(args) => {
             srlm::telemetry::init(cli.log_format);
-            srlm::selfinstruct::run(args).await
+            srlm::selfinstruct::run(args.into()).await
         }
         Command::Loop(args) => {
             srlm::telemetry::init(cli.log_format);
@@ -35,12 +35,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Eval(eval) => {
             srlm::telemetry::init(cli.log_format);
             match eval {
-                EvalCommand::Rm(args) => srlm::eval::rm::run(args).await,
-                EvalCommand::H2h(args) => srlm::eval::h2h::run(args).await,
-                EvalCommand::Ifeval(args) => srlm::eval::ifeval::run(args).await,
-                EvalCommand::Reviews(args) => srlm::eval::reviews::run(args).await,
-                EvalCommand::ExportAlpaca(args) => srlm::eval::alpaca::run(args).await,
-                EvalCommand::Chart(args) => srlm::eval::chart_command(args).await,
+                EvalCommand::Rm(args) => srlm::eval::rm::run(args.into()).await,
+                EvalCommand::H2h(args) => srlm::eval::h2h::run(args.into()).await,
+                EvalCommand::Ifeval(args) => srlm::eval::ifeval::run(args.into()).await,
+                EvalCommand::Reviews(args) => srlm::eval::reviews::run(args.into()).await,
+                EvalCommand::ExportAlpaca(args) => srlm::eval::alpaca::run(args.into()).await,
+                EvalCommand::Chart(args) => srlm::eval::chart_command(args.into()).await,
                 EvalCommand::Gate(args) => {
                     srlm::eval::gate::run(&args.database_url, args.parent, args.child, &args.gate.settings(args.concurrency)).await
                 }
@@ -49,16 +49,16 @@ async fn main() -> anyhow::Result<()> {
         Command::Data(data) => {
             srlm::telemetry::init(cli.log_format);
             match data {
-                DataCommand::ImportOasst(args) => srlm::data::oasst::run(args),
-                DataCommand::ExportPairs(args) => srlm::data::pairs::run(args).await,
-                DataCommand::MakeIfeval(args) => srlm::data::ifeval::run(args),
-                DataCommand::MakeJudgePairs(args) => srlm::data::ifeval::make_judge_pairs(args).await,
-                DataCommand::MakeEft(args) => srlm::data::eft::run(args).await,
+                DataCommand::ImportOasst(args) => srlm::data::oasst::run(args.into()),
+                DataCommand::ExportPairs(args) => srlm::data::pairs::run(args.into()).await,
+                DataCommand::MakeIfeval(args) => srlm::data::ifeval::run(args.into()),
+                DataCommand::MakeJudgePairs(args) => srlm::data::ifeval::make_judge_pairs(args.into()).await,
+                DataCommand::MakeEft(args) => srlm::data::eft::run(args.into()).await,
             }
         }
         Command::Checkpoints(CheckpointsCommand::Import(args)) => {
             srlm::telemetry::init(cli.log_format);
-            srlm::checkpoint::import::run(args).await
+            srlm::checkpoint::import::run(args.into()).await
         }
         Command::Train(train) => {
             srlm::telemetry::init(cli.log_format);

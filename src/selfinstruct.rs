@@ -20,45 +20,32 @@ use crate::store::Store;
 /// The project's seed prompts, relative to the working directory.
 pub const DEFAULT_SEED_PROMPTS: &str = "data/seed_prompts.jsonl";
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct SelfInstructArgs {
+#[derive(Debug, Clone)]
+pub struct SelfInstructConfig {
     /// Base URL of the srlm server whose model writes the prompts.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Postgres URL (where the prompts are stored and compared against).
-    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// Seed prompts: JSONL lines `{"prompt": "..."}`.
-    #[arg(long, default_value = DEFAULT_SEED_PROMPTS)]
     pub seeds: PathBuf,
     /// New prompts to accept.
-    #[arg(long, default_value_t = 16)]
     pub count: usize,
     /// Give up after this many generations, accepted or not.
-    #[arg(long)]
     pub max_attempts: Option<usize>,
     /// The iteration the prompts are for (stored with them).
-    #[arg(long, default_value_t = 1)]
     pub iteration: i32,
     /// Model name to ask (the served model answers to `current`).
-    #[arg(long, default_value = "current")]
     pub model: String,
-    #[arg(long, default_value_t = 0.6)]
     pub temperature: f64,
-    #[arg(long, default_value_t = 0.9)]
     pub top_p: f64,
     /// Reject a prompt whose ROUGE-L F1 with any stored prompt reaches this.
-    #[arg(long, default_value_t = 0.7)]
     pub max_similarity: f64,
-    #[arg(long, default_value_t = 3)]
     pub min_words: usize,
-    #[arg(long, default_value_t = 150)]
     pub max_words: usize,
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
-impl SelfInstructArgs {
+impl SelfInstructConfig {
     /// The paper's settings (temperature 0.6, top-p 0.9) and the default filters.
     pub fn new(url: &str, database_url: &str, seeds: PathBuf, count: usize, iteration: i32) -> Self {
         Self {
@@ -198,14 +185,14 @@ pub struct Report {
     pub prompt_ids: Vec<i64>,
 }
 
-pub async fn run(args: SelfInstructArgs) -> Result<()> {
+pub async fn run(args: SelfInstructConfig) -> Result<()> {
     let report = create(&args).await?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }
 
 /// A server over HTTP for `args` (its `/v1/completions` continues the few-shot text).
-pub fn server(args: &SelfInstructArgs) -> Result<Answerer> {
+pub fn server(args: &SelfInstructConfig) -> Result<Answerer> {
     let client = Client::new(&args.url, std::time::Duration::from_secs(300))?;
     Ok(Answerer::Server { client, model: args.model.clone() })
 }
@@ -224,12 +211,12 @@ pub struct Writer {
 
 impl Writer {
     /// Reads the seeds file and every stored prompt (the duplicate filter's memory).
-    pub async fn new(args: &SelfInstructArgs, store: &Store, completer: Answerer) -> Result<Self> {
+    pub async fn new(args: &SelfInstructConfig, store: &Store, completer: Answerer) -> Result<Self> {
         let seeds = read_seeds(&args.seeds)?;
         Self::with_seeds(seeds, args, store, completer).await
     }
 
-    pub async fn with_seeds(seeds: Vec<String>, args: &SelfInstructArgs, store: &Store, completer: Answerer) -> Result<Self> {
+    pub async fn with_seeds(seeds: Vec<String>, args: &SelfInstructConfig, store: &Store, completer: Answerer) -> Result<Self> {
         if seeds.len() < 6 {
             bail!("self-instruction needs at least 6 seed prompts, got {}", seeds.len());
         }
@@ -271,14 +258,14 @@ pub const ATTEMPTS_PER_PROMPT: usize = 10;
 
 /// Generates prompts until `count` are accepted or `max_attempts` are spent, storing
 /// each accepted one.
-pub async fn create(args: &SelfInstructArgs) -> Result<Report> {
+pub async fn create(args: &SelfInstructConfig) -> Result<Report> {
     let store = Store::connect_migrated(&args.database_url).await.context("connecting to and migrating the database")?;
     let writer = Writer::new(args, &store, server(args)?).await?;
     write_prompts(writer, args, &store).await
 }
 
 /// The accept-and-store loop of [`create`], for any writer.
-pub async fn write_prompts(mut writer: Writer, args: &SelfInstructArgs, store: &Store) -> Result<Report> {
+pub async fn write_prompts(mut writer: Writer, args: &SelfInstructConfig, store: &Store) -> Result<Report> {
     let mut report = Report::default();
     let max_attempts = args.max_attempts.unwrap_or(args.count * ATTEMPTS_PER_PROMPT);
     let bar = crate::progress::Progress::new(args.count as u64, "self-instruct", "prompts accepted");

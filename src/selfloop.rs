@@ -27,7 +27,7 @@ use crate::eval::gate::{self, GateSettings};
 use crate::judge::{DecidedBy, JudgeMethod, Reward};
 use crate::protocol::generate::{GenerateRequest, GenerateResponse, JudgeChoice};
 use crate::protocol::judge::JudgeOptions;
-use crate::selfinstruct::{Rejection, SelfInstructArgs, Writer};
+use crate::selfinstruct::{Rejection, SelfInstructConfig, Writer};
 use crate::store::Store;
 use crate::train::settings::DpoJob;
 use crate::verify::prompts::{generate, Split};
@@ -211,9 +211,9 @@ pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
         // 1b. Prompts the model writes (self-instruction).
         let written = need - verifiable;
         if written > 0 {
-            let si = SelfInstructArgs {
+            let si = SelfInstructConfig {
                 seed: args.seed.wrapping_add(iteration as u64 * 7919 + done as u64),
-                ..SelfInstructArgs::new(&base, &args.database_url, args.seeds.clone(), written, iteration)
+                ..SelfInstructConfig::new(&base, &args.database_url, args.seeds.clone(), written, iteration)
             };
             let mut writer = Writer::new(&si, store, crate::selfinstruct::server(&si)?).await?;
             let mut accepted = 0;
@@ -301,14 +301,14 @@ pub async fn iterate(args: &LoopConfig, store: &Store) -> Result<Value> {
     };
     let reward_model = match &args.eval_ranked {
         Some(data) if !refused => {
-            let eval = crate::eval::rm::EvalRmArgs {
+            let eval = crate::eval::rm::EvalRmConfig {
                 url: base.to_string(),
                 data: data.clone(),
                 methods: vec![args.method],
                 samples: args.samples,
                 limit: args.eval_limit,
                 seed: args.seed as i64,
-                store: crate::eval::StoreArgs::default(),
+                store: crate::eval::StoreConfig::default(),
             };
             let measured = crate::eval::rm::evaluate(&eval).await?;
             crate::eval::rm::store_report(store, &eval, &measured).await?;

@@ -29,6 +29,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ..Limits::default()
     };
     let mut state = AppState::new(engine, store, limits);
+    state.seed_prompts = args.seed_prompts.clone();
     state.pair_policy = PairPolicy { min_margin: args.min_margin, length_band: args.length_band };
     if let Some(path) = &args.judge_template {
         state.judge_template = Arc::new(JudgeTemplate::from_file(path)?);

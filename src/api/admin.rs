@@ -28,7 +28,7 @@ pub struct SelfInstructRequest {
     pub count: usize,
     /// Iteration to store them under (default: the served checkpoint's iteration + 1).
     pub iteration: Option<i32>,
-    /// Seed prompts (at least 6; default: the server's `data/seed_prompts.jsonl`).
+    /// Seed prompts (at least 6; default: the server's `--seed-prompts` file).
     pub seeds: Option<Vec<String>>,
     /// Give up after this many generations (default and most: 10 × count).
     pub max_attempts: Option<usize>,
@@ -59,7 +59,7 @@ pub async fn self_instruct(
     headers: HeaderMap,
     super::ApiJson(request): super::ApiJson<SelfInstructRequest>,
 ) -> Result<Json<crate::selfinstruct::Report>, ApiError> {
-    use crate::selfinstruct::{write_prompts, SelfInstructArgs, Writer};
+    use crate::selfinstruct::{write_prompts, SelfInstructConfig, Writer};
     authorize(&state, &headers)?;
     let max = state.limits.max_self_instruct;
     if !(1..=max).contains(&request.count) {
@@ -72,10 +72,10 @@ pub async fn self_instruct(
     }
     let served = state.current();
     let iteration = request.iteration.unwrap_or_else(|| served.checkpoint.as_ref().map_or(1, |c| c.iteration + 1));
-    let defaults = SelfInstructArgs {
+    let defaults = SelfInstructConfig {
         max_attempts: request.max_attempts,
         seed: rand::random(),
-        ..SelfInstructArgs::new("", "", crate::selfinstruct::DEFAULT_SEED_PROMPTS.into(), request.count, iteration)
+        ..SelfInstructConfig::new("", "", state.seed_prompts.clone(), request.count, iteration)
     };
     let completer = crate::client::Answerer::Engine(served.engine.clone());
     let writer = match request.seeds {

@@ -128,6 +128,8 @@ pub struct AppState {
     pub started_at: i64,
     /// Bearer token of the admin routes; none means they are disabled.
     pub admin_token: Option<Arc<String>>,
+    /// Seed prompts of `/admin/self-instruct` requests that give none (`--seed-prompts`).
+    pub seed_prompts: std::path::PathBuf,
     /// Keys the other routes require; none means they are open.
     pub api_keys: Option<Arc<auth::ApiKeys>>,
 }
@@ -138,6 +140,7 @@ impl AppState {
             slot: ServedSlot::new(engine, store.clone()),
             store,
             admin_token: None,
+            seed_prompts: crate::selfinstruct::DEFAULT_SEED_PROMPTS.into(),
             api_keys: None,
             admission: Arc::new(Semaphore::new(limits.max_in_flight)),
             judge_template: Arc::new(JudgeTemplate::default()),

@@ -10,21 +10,17 @@ use anyhow::{bail, Context, Result};
 use crate::store::training::NewCheckpoint;
 use crate::store::Store;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct ImportCheckpointArgs {
+#[derive(Debug, Clone)]
+pub struct ImportCheckpointConfig {
     /// A .gguf file, or an HF directory (config.json, *.safetensors, tokenizer.json).
     pub path: PathBuf,
     /// The checkpoint it was trained from.
-    #[arg(long)]
     pub parent: Option<i64>,
     /// Its iteration (default: the parent's + 1, or 0 without a parent).
-    #[arg(long)]
     pub iteration: Option<i32>,
     /// Its name (default: the file or directory name).
-    #[arg(long)]
     pub name: Option<String>,
     /// Postgres URL.
-    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
 }
 
@@ -65,7 +61,7 @@ pub fn check_files(path: &Path) -> Result<&'static str> {
     Ok("gguf")
 }
 
-pub async fn run(args: ImportCheckpointArgs) -> Result<()> {
+pub async fn run(args: ImportCheckpointConfig) -> Result<()> {
     let format = check_files(&args.path)?;
     let store = Store::connect_migrated(&args.database_url).await?;
     let path = std::path::absolute(&args.path)?.to_string_lossy().into_owned();

@@ -15,28 +15,21 @@ use anyhow::{Context, Result};
 use crate::eval::source::Source;
 use crate::judge::{JudgeMethod, JudgeSample, JudgeSettings, JudgeTemplate};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct MakeEftArgs {
+#[derive(Debug, Clone)]
+pub struct MakeEftConfig {
     /// The judge: a server URL (its `/judge`), a checkpoint id or a model file.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub model: String,
     /// Human-scored responses: JSONL `{"question", "response", "score", …}`.
-    #[arg(long, default_value = "data/eft.source.jsonl")]
     pub source: PathBuf,
     /// Judge samples per response (the best-agreeing one is kept).
-    #[arg(long, default_value_t = 3)]
     pub samples: usize,
     /// Most tokens per judgment.
-    #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
     /// Questions in flight at once.
-    #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
     /// Postgres URL, to look a checkpoint id up.
-    #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Chat JSONL to write.
-    #[arg(long, default_value = "data/eft.self.jsonl")]
     pub out: PathBuf,
 }
 
@@ -71,7 +64,7 @@ pub fn agreeing(human: &[f32], samples: &[Vec<JudgeSample>]) -> Option<Vec<Judge
     Some(chosen)
 }
 
-pub async fn run(args: MakeEftArgs) -> Result<()> {
+pub async fn run(args: MakeEftConfig) -> Result<()> {
     let store = match &args.database_url {
         Some(url) => Some(crate::store::Store::connect_migrated(url).await?),
         None => None,

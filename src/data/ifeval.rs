@@ -7,22 +7,18 @@ use anyhow::{Context, Result};
 
 use crate::verify::prompts::{generate, Split};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct MakeIfevalArgs {
+#[derive(Debug, Clone)]
+pub struct MakeIfevalConfig {
     /// `eval` (the held-out yardstick) or `train` (for self-instruction).
-    #[arg(long, value_enum, default_value = "eval")]
     pub split: Split,
     /// Prompts to write.
-    #[arg(long, default_value_t = 320)]
     pub count: usize,
-    #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// JSONL file to write.
-    #[arg(long, default_value = "data/ifeval.jsonl")]
     pub out: PathBuf,
 }
 
-pub fn run(args: MakeIfevalArgs) -> Result<()> {
+pub fn run(args: MakeIfevalConfig) -> Result<()> {
     let prompts = generate(args.split, args.count, args.seed);
     let mut out = std::io::BufWriter::new(std::fs::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?);
     for p in &prompts {
@@ -34,33 +30,24 @@ pub fn run(args: MakeIfevalArgs) -> Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct MakeJudgePairsArgs {
+#[derive(Debug, Clone)]
+pub struct MakeJudgePairsConfig {
     /// The model whose answers are paired: a server URL, a checkpoint id or a model file.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub model: String,
     /// Model name sent to a server.
-    #[arg(long, default_value = "current")]
     pub model_name: String,
     /// Requests with checkable instructions.
-    #[arg(long, default_value = "data/ifeval.jsonl")]
     pub prompts: PathBuf,
     /// Use only the first N prompts.
-    #[arg(long)]
     pub limit: Option<usize>,
     /// Answers sampled per prompt (temperature 0.7, top-p 0.9).
-    #[arg(long, default_value_t = 4)]
     pub n: usize,
-    #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
     /// Prompts in flight at once.
-    #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     /// Postgres URL, to look a checkpoint id up.
-    #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Ranked JSONL to write: `{"prompt", "answers": [passing, failing], …}`.
-    #[arg(long, default_value = "data/verifiable_pairs.jsonl")]
     pub out: PathBuf,
 }
 
@@ -72,7 +59,7 @@ pub fn pair_of(instructions: &[crate::verify::Instruction], answers: &[String]) 
 }
 
 /// `srlm data make-judge-pairs`: answers sampled from a model, checked, and paired.
-pub async fn make_judge_pairs(args: MakeJudgePairsArgs) -> Result<()> {
+pub async fn make_judge_pairs(args: MakeJudgePairsConfig) -> Result<()> {
     use crate::eval::source::{Decoding, Source};
     let store = match &args.database_url {
         Some(url) => Some(crate::store::Store::connect_migrated(url).await?),

@@ -23,21 +23,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::judge::template::JudgeTemplate;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct ImportOasstArgs {
+#[derive(Debug, Clone)]
+pub struct ImportOasstConfig {
     /// The message-tree export: JSONL, one tree per line.
     pub file: PathBuf,
     /// Folder to write ift.jsonl, eft.train.jsonl, eft.eval.jsonl and ranked.jsonl to.
-    #[arg(long, default_value = "data/oasst")]
     pub out: PathBuf,
     /// Language of the prompts to keep.
-    #[arg(long, default_value = "en")]
     pub lang: String,
     /// Percent of the trees held out for evaluation (EFT eval and the ranked set).
-    #[arg(long, default_value_t = 20)]
     pub eval_percent: u64,
     /// Judge template the EFT prompts are wrapped in (default: templates/judge.txt).
-    #[arg(long)]
     pub judge_template: Option<PathBuf>,
 }
 
@@ -167,7 +163,7 @@ fn chat(user: &str, assistant: &str) -> serde_json::Value {
 }
 
 /// Reads trees line by line and writes the four sets.
-pub fn import<R: BufRead, W: Write>(input: R, args: &ImportOasstArgs, template: &JudgeTemplate, out: &mut Outputs<W>) -> Result<Counts> {
+pub fn import<R: BufRead, W: Write>(input: R, args: &ImportOasstConfig, template: &JudgeTemplate, out: &mut Outputs<W>) -> Result<Counts> {
     let mut counts = Counts::default();
     for (i, text) in input.lines().enumerate() {
         let text = text?;
@@ -212,7 +208,7 @@ pub fn import<R: BufRead, W: Write>(input: R, args: &ImportOasstArgs, template: 
     Ok(counts)
 }
 
-pub fn run(args: ImportOasstArgs) -> Result<()> {
+pub fn run(args: ImportOasstConfig) -> Result<()> {
     let template = match &args.judge_template {
         Some(path) => JudgeTemplate::from_file(path)?,
         None => JudgeTemplate::default(),
@@ -283,7 +279,7 @@ mod tests {
 
     fn import_sample(eval_percent: u64) -> (Counts, [Vec<serde_json::Value>; 4]) {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/oasst_sample.jsonl");
-        let args = ImportOasstArgs { file: file.clone(), out: PathBuf::new(), lang: "en".into(), eval_percent, judge_template: None };
+        let args = ImportOasstConfig { file: file.clone(), out: PathBuf::new(), lang: "en".into(), eval_percent, judge_template: None };
         let mut out = Outputs { ift: Vec::new(), eft_train: Vec::new(), eft_eval: Vec::new(), ranked: Vec::new() };
         let input = std::io::BufReader::new(std::fs::File::open(&file).unwrap());
         let counts = import(input, &args, &JudgeTemplate::default(), &mut out).unwrap();

@@ -9,22 +9,17 @@ use anyhow::{Context, Result};
 use crate::store::evaluations::PairText;
 use crate::store::Store;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct ExportPairsArgs {
+#[derive(Debug, Clone)]
+pub struct ExportPairsConfig {
     /// Postgres URL.
-    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// Only pairs made by this checkpoint.
-    #[arg(long)]
     pub checkpoint: Option<i64>,
     /// Only pairs made by checkpoints of this iteration (M0 = 0).
-    #[arg(long)]
     pub iteration: Option<i32>,
     /// Only pairs of this status: available, claimed or consumed.
-    #[arg(long, value_parser = ["available", "claimed", "consumed"])]
     pub status: Option<String>,
     /// Where to write the JSONL (default: standard output).
-    #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
@@ -46,7 +41,7 @@ pub fn trl_line(p: &PairText) -> serde_json::Value {
     })
 }
 
-pub async fn run(args: ExportPairsArgs) -> Result<()> {
+pub async fn run(args: ExportPairsConfig) -> Result<()> {
     let store = Store::connect_migrated(&args.database_url).await?;
     let pairs = store.pair_texts(args.checkpoint, args.iteration, args.status.as_deref()).await?;
     let mut out: Box<dyn Write> = match &args.out {

@@ -8,38 +8,28 @@ use anyhow::{Context, Result};
 
 use super::source::{Decoding, Source};
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct ExportAlpacaArgs {
+#[derive(Debug, Clone)]
+pub struct ExportAlpacaConfig {
     /// The model: a server URL (`http://…`), a checkpoint id, or a model file.
-    #[arg(long)]
     pub model: String,
     /// Model name sent to a server.
-    #[arg(long, default_value = "current")]
     pub model_name: String,
     /// Prompts: AlpacaEval's evaluation set (a JSON array with `instruction`), or JSONL
     /// with `prompt`, `instruction` or `messages`.
-    #[arg(long, default_value = crate::selfinstruct::DEFAULT_SEED_PROMPTS)]
     pub prompts: PathBuf,
     /// Use only the first N prompts.
-    #[arg(long)]
     pub limit: Option<usize>,
     /// The `generator` name written with each output (default: from the model).
-    #[arg(long)]
     pub generator: Option<String>,
     /// Most new tokens per answer.
-    #[arg(long, default_value_t = 512)]
     pub max_tokens: usize,
     /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.0)]
     pub temperature: f64,
     /// Prompts in flight at once.
-    #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
     /// Where to write the JSON array.
-    #[arg(long)]
     pub out: PathBuf,
     /// Postgres URL, to look a checkpoint id up.
-    #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
 }
 
@@ -52,7 +42,7 @@ pub struct ModelOutput {
 }
 
 /// The model's outputs on the prompts, in the prompts' order.
-pub async fn outputs(source: &Source, prompts: &[String], generator: &str, args: &ExportAlpacaArgs) -> Result<Vec<ModelOutput>> {
+pub async fn outputs(source: &Source, prompts: &[String], generator: &str, args: &ExportAlpacaConfig) -> Result<Vec<ModelOutput>> {
     let decoding = |seed| Decoding { max_tokens: args.max_tokens, temperature: args.temperature, top_p: 1.0, seed };
     super::over_prompts(prompts, args.concurrency, "answers", |i, prompt| async move {
         let answer = source.answer(prompt, decoding(i as u64)).await?;
@@ -61,7 +51,7 @@ pub async fn outputs(source: &Source, prompts: &[String], generator: &str, args:
     .await
 }
 
-pub async fn run(args: ExportAlpacaArgs) -> Result<()> {
+pub async fn run(args: ExportAlpacaConfig) -> Result<()> {
     let store = match &args.database_url {
         Some(url) => Some(crate::store::Store::connect_migrated(url).await?),
         None => None,

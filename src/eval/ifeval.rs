@@ -15,34 +15,25 @@ use super::stats::Proportion;
 use crate::verify::prompts::VerifiablePrompt;
 use crate::verify::Outcome;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct EvalIfevalArgs {
+#[derive(Debug, Clone)]
+pub struct EvalIfevalConfig {
     /// The model: a server URL (`http://…`), a checkpoint id, or a model file.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub model: String,
     /// Model name sent to a server.
-    #[arg(long, default_value = "current")]
     pub model_name: String,
     /// The prompts: JSONL lines `{"id", "prompt", "instructions"}`.
-    #[arg(long, default_value = "data/ifeval.jsonl")]
     pub data: PathBuf,
     /// Use only the first N prompts (a quick subset, as the swap gate does).
-    #[arg(long)]
     pub limit: Option<usize>,
     /// Most new tokens per answer.
-    #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
     /// Sampling temperature (0 = greedy, the default: the measurement repeats).
-    #[arg(long, default_value_t = 0.0)]
     pub temperature: f64,
     /// Prompts in flight at once.
-    #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     /// Write every prompt's answer and outcome as JSON here.
-    #[arg(long)]
     pub out: Option<PathBuf>,
-    #[command(flatten)]
-    pub store: super::StoreArgs,
+    pub store: super::StoreConfig,
 }
 
 /// What a model did with one prompt.
@@ -126,7 +117,7 @@ pub fn print(label: &str, m: &IfevalMetrics) {
     }
 }
 
-pub async fn run(args: EvalIfevalArgs) -> Result<()> {
+pub async fn run(args: EvalIfevalConfig) -> Result<()> {
     let store = args.store.connect().await?;
     let source = Source::open(&args.model, &args.model_name, None, store.as_ref()).await?;
     let mut prompts = crate::verify::prompts::read(&args.data)?;

@@ -20,18 +20,16 @@ use anyhow::{Context, Result};
 use crate::store::Store;
 
 /// Where results are kept, and the chart drawn from them.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct StoreArgs {
+#[derive(Debug, Clone, Default)]
+pub struct StoreConfig {
     /// Postgres URL: results are stored there with the checkpoint measured (and served
     /// at GET /evaluations). Without it they are only printed.
-    #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
     /// Also draw the stored results of this kind, metric by iteration (a .svg or .png file).
-    #[arg(long)]
     pub chart: Option<PathBuf>,
 }
 
-impl StoreArgs {
+impl StoreConfig {
     pub async fn connect(&self) -> Result<Option<Store>> {
         match &self.database_url {
             Some(url) => Ok(Some(Store::connect_migrated(url).await.context("connecting to Postgres")?)),
@@ -84,26 +82,22 @@ where
     results.into_iter().collect()
 }
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct ChartArgs {
+#[derive(Debug, Clone)]
+pub struct ChartConfig {
     /// Postgres URL.
-    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// `rm` or `h2h`.
-    #[arg(long, default_value = "rm")]
     pub kind: String,
     /// The metric to draw (a key of the stored metrics, e.g. pairwise_accuracy,
     /// spearman, win_rate, lc_win_rate).
-    #[arg(long, default_value = "pairwise_accuracy")]
     pub metric: String,
     /// Chart file to write (.svg or .png).
-    #[arg(long)]
     pub out: PathBuf,
 }
 
 /// `srlm eval chart`: a stored metric by iteration, one line per method.
-pub async fn chart_command(args: ChartArgs) -> Result<()> {
+pub async fn chart_command(args: ChartConfig) -> Result<()> {
     let store = Store::connect_migrated(&args.database_url).await?;
-    let stored = StoreArgs { database_url: Some(args.database_url.clone()), chart: Some(args.out.clone()) };
+    let stored = StoreConfig { database_url: Some(args.database_url.clone()), chart: Some(args.out.clone()) };
     stored.chart(&store, &args.kind, &args.metric).await
 }

@@ -7,17 +7,15 @@ use anyhow::Result;
 use super::stats::Proportion;
 use crate::store::Store;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct EvalReviewsArgs {
+#[derive(Debug, Clone)]
+pub struct EvalReviewsConfig {
     /// Postgres URL.
-    #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
     /// Store each checkpoint's agreement in `evaluations` (kind `review`).
-    #[arg(long)]
     pub store: bool,
 }
 
-pub async fn run(args: EvalReviewsArgs) -> Result<()> {
+pub async fn run(args: EvalReviewsConfig) -> Result<()> {
     let store = Store::connect_migrated(&args.database_url).await?;
     let rows = store.review_agreement().await?;
     eprintln!("{:>10} {:>8} {:>6} {:>8} {:>6}  agreement [95% CI]", "checkpoint", "reviewed", "agree", "disagree", "swap");

@@ -9,28 +9,21 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-#[derive(Debug, Clone, clap::Args)]
-pub struct EvalRmArgs {
+#[derive(Debug, Clone)]
+pub struct EvalRmConfig {
     /// Base URL of the srlm server whose judge is measured.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Ranked set: JSONL lines `{"prompt": "...", "answers": [best, …, worst]}`.
-    #[arg(long, default_value = "data/ranked.jsonl")]
     pub data: PathBuf,
     /// Judging methods to measure.
-    #[arg(long, value_delimiter = ',', default_value = "sample,expected")]
     pub methods: Vec<crate::judge::JudgeMethod>,
     /// Judge samples per answer (paper: 3).
-    #[arg(long, default_value_t = 3)]
     pub samples: usize,
     /// Use only the first N prompts.
-    #[arg(long)]
     pub limit: Option<usize>,
     /// Seed for the judge's sampling.
-    #[arg(long, default_value_t = 0)]
     pub seed: i64,
-    #[command(flatten)]
-    pub store: super::StoreArgs,
+    pub store: super::StoreConfig,
 }
 
 /// What one run measured: per method, and which checkpoint judged.
@@ -187,7 +180,7 @@ pub(crate) fn read_ranked(path: &std::path::Path) -> Result<Vec<Ranked>> {
 
 /// Judges every answer of the ranked set through the server's `/judge`, per method.
 /// Fails if the server swapped checkpoints midway (the scores would mix two judges).
-pub async fn evaluate(args: &EvalRmArgs) -> Result<RmReport> {
+pub async fn evaluate(args: &EvalRmConfig) -> Result<RmReport> {
     let mut items = read_ranked(&args.data)?;
     if let Some(n) = args.limit {
         items.truncate(n);
@@ -225,7 +218,7 @@ pub async fn evaluate(args: &EvalRmArgs) -> Result<RmReport> {
 }
 
 /// Stores each method's metrics with the judging checkpoint; returns the row ids.
-pub async fn store_report(store: &crate::store::Store, args: &EvalRmArgs, report: &RmReport) -> Result<Vec<i64>> {
+pub async fn store_report(store: &crate::store::Store, args: &EvalRmConfig, report: &RmReport) -> Result<Vec<i64>> {
     let mut ids = Vec::new();
     for (method, m) in &report.results {
         let evaluation = crate::store::evaluations::NewEvaluation {
@@ -245,7 +238,7 @@ pub async fn store_report(store: &crate::store::Store, args: &EvalRmArgs, report
     Ok(ids)
 }
 
-pub async fn run(args: EvalRmArgs) -> Result<()> {
+pub async fn run(args: EvalRmConfig) -> Result<()> {
     let store = args.store.connect().await?;
     let report = evaluate(&args).await?;
     let pct = super::pct;

@@ -2,6 +2,7 @@
 //! response with K samples through an engine. Pure logic over an engine handle: it
 //! never touches the database (handlers record what it returns).
 
+pub mod pairwise;
 pub mod parse;
 pub mod policy;
 pub mod template;

@@ -1,10 +1,10 @@
 //! `srlm eval`, `srlm data export-pairs` and `srlm checkpoints import` end to end: the
 //! real model behind the test server, a real Postgres.
 
-use srlm::eval::h2h::{self, EvalH2hArgs, ModelJudge};
-use srlm::eval::rm::{evaluate, EvalRmArgs};
+use srlm::eval::h2h::{self, EvalH2hConfig, ModelJudge};
+use srlm::eval::rm::{evaluate, EvalRmConfig};
 use srlm::eval::source::Source;
-use srlm::eval::StoreArgs;
+use srlm::eval::StoreConfig;
 use srlm::store::evaluations::NewEvaluation;
 
 use crate::common::{model_path, own_database, rt, server};
@@ -17,14 +17,14 @@ fn data(name: &str) -> std::path::PathBuf {
 fn reward_model_metrics_come_from_the_served_judge_and_are_stored() {
     rt().block_on(async {
         let s = server();
-        let args = EvalRmArgs {
+        let args = EvalRmConfig {
             url: s.base.clone(),
             data: data("ranked.jsonl"),
             methods: vec![srlm::judge::JudgeMethod::Expected],
             samples: 1,
             limit: Some(2),
             seed: 1,
-            store: StoreArgs::default(),
+            store: StoreConfig::default(),
         };
         let report = evaluate(&args).await.expect("evaluation runs");
         let (method, m) = &report.results[0];
@@ -80,10 +80,10 @@ fn head_to_head_answers_with_both_models_and_judges_both_orders() {
         assert_eq!((a.checkpoint_id(), b.checkpoint_id()), (served, served));
         let judge = ModelJudge {
             source: Source::open(&s.base, "current", None, None).await.unwrap(),
-            template: h2h::read_template(None).unwrap(),
+            template: srlm::judge::pairwise::read_template(None).unwrap(),
             max_tokens: 48,
         };
-        let args = EvalH2hArgs {
+        let args = EvalH2hConfig {
             a: s.base.clone(),
             b: model_path(),
             judge: s.base.clone(),
@@ -99,7 +99,7 @@ fn head_to_head_answers_with_both_models_and_judges_both_orders() {
             judge_template: None,
             concurrency: 2,
             out: None,
-            store: StoreArgs::default(),
+            store: StoreConfig::default(),
         };
         let matches = h2h::evaluate(&args, &a, &b, &judge).await.expect("h2h runs");
         assert_eq!(matches.len(), 2);
@@ -128,7 +128,7 @@ fn alpaca_export_writes_one_output_per_prompt() {
             r#"[{"instruction": "Name a primary colour.", "dataset": "test"}, {"instruction": "Say hello in French."}]"#,
         )
         .unwrap();
-        let args = srlm::eval::alpaca::ExportAlpacaArgs {
+        let args = srlm::eval::alpaca::ExportAlpacaConfig {
             model: s.base.clone(),
             model_name: "current".into(),
             prompts: prompts.clone(),
@@ -175,7 +175,7 @@ fn pairs_export_filters_and_imported_checkpoints_join_the_lineage() {
         let elsewhere = dir.join("m1-trl.gguf");
         let _ = std::fs::remove_file(&elsewhere);
         std::os::unix::fs::symlink(&model, &elsewhere).unwrap();
-        let import = |path: &std::path::Path| srlm::checkpoint::import::ImportCheckpointArgs {
+        let import = |path: &std::path::Path| srlm::checkpoint::import::ImportCheckpointConfig {
             path: path.to_path_buf(),
             parent: Some(m0.id),
             iteration: None,
@@ -212,7 +212,7 @@ fn pairs_export_filters_and_imported_checkpoints_join_the_lineage() {
         let stored = store.evaluations(Some("rm"), None, 50, 0).await.unwrap();
         assert_eq!(stored.iter().map(|e| e.iteration).collect::<Vec<_>>(), [Some(0), Some(1)]);
         let chart = dir.join("rm.svg");
-        StoreArgs { database_url: Some(url.clone()), chart: Some(chart.clone()) }.chart(&store, "rm", "pairwise_accuracy").await.unwrap();
+        StoreConfig { database_url: Some(url.clone()), chart: Some(chart.clone()) }.chart(&store, "rm", "pairwise_accuracy").await.unwrap();
         let svg = std::fs::read_to_string(&chart).unwrap();
         assert_eq!(svg.matches("<circle").count(), 2, "one point per iteration");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -1,7 +1,7 @@
 //! Self-instruction against the real model: new prompts are stored with their source and
 //! iteration, and every attempt is either accepted or counted under a rejection reason.
 
-use srlm::selfinstruct::{create, SelfInstructArgs};
+use srlm::selfinstruct::{create, SelfInstructConfig};
 
 use crate::common::{database_url, rt, server};
 
@@ -28,7 +28,7 @@ fn self_instruct_stores_new_prompts_and_accounts_for_every_attempt() {
         ];
         let lines: Vec<String> = prompts.iter().map(|p| serde_json::json!({ "prompt": p }).to_string()).collect();
         std::fs::write(&seeds, lines.join("\n")).unwrap();
-        let args = SelfInstructArgs { max_attempts: Some(6), seed: 3, ..SelfInstructArgs::new(&s.base, &database_url(), seeds, 2, 7) };
+        let args = SelfInstructConfig { max_attempts: Some(6), seed: 3, ..SelfInstructConfig::new(&s.base, &database_url(), seeds, 2, 7) };
         let report = create(&args).await.expect("self-instruction runs");
         eprintln!("self-instruct: {report:?}");
         assert!(report.attempts <= 6 && report.attempts >= report.accepted);
