@@ -36,6 +36,15 @@ impl Client {
         Ok(Self { http: reqwest::Client::builder().timeout(timeout).build()?, base, api_key: None })
     }
 
+    /// A client that opens a new connection for every request. Benchmarks use it: servers
+    /// differ in when they close an idle keep-alive connection (llama-server closes it
+    /// after a stream), and a request sent on one the server just closed fails without
+    /// reaching it. On loopback a connection costs well under a millisecond.
+    pub fn unpooled(url: &str, timeout: Duration) -> Result<Self> {
+        let http = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(0).build()?;
+        Ok(Self { http, ..Self::new(url, timeout)? })
+    }
+
     /// Sends `key` as the bearer token of every request.
     pub fn with_api_key(mut self, key: Option<String>) -> Self {
         self.api_key = key;
@@ -49,6 +58,13 @@ impl Client {
 
     pub async fn chat(&self, request: &ChatCompletionRequest) -> Result<ChatCompletionResponse> {
         self.post("/v1/chat/completions", request).await
+    }
+
+    /// A streamed chat completion (`stream: true` in `request`): the response, whose body
+    /// is the server-sent chunks.
+    pub async fn chat_stream(&self, request: &ChatCompletionRequest) -> Result<reqwest::Response> {
+        let url = format!("{}/v1/chat/completions", self.base);
+        self.send(&url, self.authorized(self.http.post(&url).json(request))).await
     }
 
     pub async fn complete(&self, request: &CompletionRequest) -> Result<CompletionResponse> {
@@ -75,8 +91,7 @@ impl Client {
         self.read(&url, self.authorized(self.http.get(&url))).await
     }
 
-    /// POSTs `body` to `path` and reads the answer as `T`. A non-2xx status is an error
-    /// naming the route, the status and the server's message (srlm's error shape).
+    /// POSTs `body` to `path` and reads the answer as `T`.
     pub async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let url = format!("{}{path}", self.base);
         self.read(&url, self.authorized(self.http.post(&url).json(body))).await
@@ -90,16 +105,23 @@ impl Client {
     }
 
     async fn read<T: DeserializeOwned>(&self, url: &str, request: reqwest::RequestBuilder) -> Result<T> {
+        let bytes = self.send(url, request).await?.bytes().await.with_context(|| format!("{url}: reading the answer"))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("{url}: an answer of an unexpected shape"))
+    }
+
+    /// Sends `request`; a non-2xx status is an error naming the route, the status and
+    /// the server's message (srlm's error shape, or the body as it came).
+    async fn send(&self, url: &str, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let response = request.send().await.with_context(|| format!("{url}: no answer"))?;
         let status = response.status();
-        let bytes = response.bytes().await.with_context(|| format!("{url}: reading the answer"))?;
-        if !status.is_success() {
-            let message = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error.message)
-                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            anyhow::bail!("{url}: HTTP {status}: {message}");
+        if status.is_success() {
+            return Ok(response);
         }
-        serde_json::from_slice(&bytes).with_context(|| format!("{url}: an answer of an unexpected shape"))
+        let bytes = response.bytes().await.unwrap_or_default();
+        let message = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|e| e.error.message)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        anyhow::bail!("{url}: HTTP {status}: {message}")
     }
 }
 
@@ -213,5 +235,35 @@ impl Answerer {
                 .await
                 .map_err(|e| anyhow!("{e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fields a request leaves unset are not sent: other OpenAI-compatible servers (a
+    /// hosted judge) refuse parameters they do not know, such as `ignore_eos`.
+    #[test]
+    fn requests_carry_only_the_fields_that_are_set() {
+        let request = ChatCompletionRequest {
+            model: "m".into(),
+            messages: vec![RequestMessage { role: "user".into(), content: Some(MessageContent::Text("hi".into())) }],
+            max_tokens: Some(8),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json, serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}));
+        let judge = serde_json::to_value(JudgeRequest { prompt: Some("q".into()), ..Default::default() }).unwrap();
+        assert_eq!(judge, serde_json::json!({"prompt": "q"}));
+        // What is sent reads back as the same request on the server's side.
+        let back: ChatCompletionRequest = serde_json::from_value(json).unwrap();
+        assert_eq!((back.max_tokens, back.stream, back.temperature), (Some(8), false, None));
+    }
+
+    #[test]
+    fn a_base_url_is_kept_without_v1() {
+        let client = Client::new("http://127.0.0.1:8080/v1/", Duration::from_secs(1)).unwrap();
+        assert_eq!(client.base(), "http://127.0.0.1:8080");
     }
 }

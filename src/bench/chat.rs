@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use super::percentile;
 use crate::cli::BenchArgs;
+use crate::client::Client;
+use crate::protocol::chat::{ChatCompletionRequest, MessageContent, RequestMessage, StreamOptions};
 
 const DEFAULT_PROMPTS: [&str; 8] = [
     "Give one tip for learning to cook.",
@@ -49,11 +51,8 @@ struct Sample {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let prompts: Vec<String> =
         if args.prompt.is_empty() { DEFAULT_PROMPTS.iter().map(|s| s.to_string()).collect() } else { args.prompt.clone() };
-    // A connection per request: servers differ in when they close an idle keep-alive
-    // connection (llama-server closes it after a stream), and a request sent on one the
-    // server just closed fails without reaching it. On loopback a connection costs well
-    // under a millisecond.
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(args.time_limit_s)).pool_max_idle_per_host(0).build()?;
+    // A connection per request (see `Client::unpooled`).
+    let client = Client::unpooled(&args.url, Duration::from_secs(args.time_limit_s))?;
     let mut results = Vec::new();
     println!(
         "{:>11} {:>8} {:>6} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9}",
@@ -81,7 +80,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], concurrency: usize) -> anyhow::Result<LevelResult> {
+async fn level(client: &Client, args: &BenchArgs, prompts: &[String], concurrency: usize) -> anyhow::Result<LevelResult> {
     let total = args.requests.max(concurrency);
     let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.time_limit_s);
@@ -90,8 +89,7 @@ async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], c
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (client, next, prompts, bar) = (client.clone(), next.clone(), prompts.to_vec(), bar.clone());
-            let (url, model, max_tokens, temperature, ignore_eos) =
-                (format!("{}/v1/chat/completions", args.url), args.model.clone(), args.max_tokens, args.temperature, args.ignore_eos);
+            let (model, max_tokens, temperature, ignore_eos) = (args.model.clone(), args.max_tokens, args.temperature, args.ignore_eos);
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 let mut errors = 0;
@@ -100,17 +98,21 @@ async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], c
                     if i >= total || Instant::now() > deadline {
                         break;
                     }
-                    let body = serde_json::json!({
-                        "model": model,
-                        "messages": [{"role": "user", "content": prompts[i % prompts.len()]}],
-                        "max_tokens": max_tokens,
-                        "temperature": temperature,
-                        "seed": i,
-                        "stream": true,
-                        "stream_options": {"include_usage": true},
-                        "ignore_eos": ignore_eos,
-                    });
-                    match one_request(&client, &url, &body).await {
+                    let request = ChatCompletionRequest {
+                        model: model.clone(),
+                        messages: vec![RequestMessage {
+                            role: "user".into(),
+                            content: Some(MessageContent::Text(prompts[i % prompts.len()].clone())),
+                        }],
+                        max_tokens: Some(max_tokens as i64),
+                        temperature: Some(temperature),
+                        seed: Some(i as i64),
+                        stream: true,
+                        stream_options: Some(StreamOptions { include_usage: true }),
+                        ignore_eos,
+                        ..Default::default()
+                    };
+                    match one_request(&client, &request).await {
                         Ok(sample) => samples.push(sample),
                         Err(err) => {
                             tracing::warn!(error = %err, "request failed");
@@ -153,12 +155,12 @@ async fn level(client: &reqwest::Client, args: &BenchArgs, prompts: &[String], c
 }
 
 /// One streamed request: time to the first content, total time, completion tokens
-/// (from the final usage chunk).
-async fn one_request(client: &reqwest::Client, url: &str, body: &serde_json::Value) -> anyhow::Result<Sample> {
+/// (from the final usage chunk). The chunks are read as plain JSON, not srlm's chunk
+/// type: the benchmark measures other OpenAI-compatible servers too (llama.cpp's), whose
+/// chunks need not match srlm's field for field.
+async fn one_request(client: &Client, request: &ChatCompletionRequest) -> anyhow::Result<Sample> {
     let start = Instant::now();
-    let mut response =
-        client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(serde_json::to_vec(body)?).send().await?;
-    anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
+    let mut response = client.chat_stream(request).await?;
     let mut buffer = String::new();
     let mut ttft = None;
     let mut tokens = 0;

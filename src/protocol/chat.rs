@@ -35,7 +35,7 @@ pub struct ContentPart {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 pub struct StreamOptions {
     /// Send a last chunk with the token usage of the whole request.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub include_usage: bool,
 }
 
@@ -47,33 +47,43 @@ pub struct ChatCompletionRequest {
     /// The conversation so far; at least one message.
     pub messages: Vec<RequestMessage>,
     /// Sampling temperature, 0 to 2 (0 = greedy). Default 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Nucleus sampling mass, in (0, 1]. Default 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// Keep only the k most likely tokens (0 = off). Extension, as in vLLM.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_k: Option<i64>,
     /// Number of choices, 1 to the server's limit (default 16).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<i64>,
     /// Deprecated alias of `max_completion_tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<i64>,
     /// Most tokens to generate per choice, 1 to the server's limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<i64>,
     /// Up to 4 stop sequences.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
     /// Seed for reproducible sampling; choice i uses seed + i.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     /// Return the log-prob of each generated token.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub logprobs: bool,
     /// With `logprobs`, also the 0 to 20 most likely tokens at each position.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<i64>,
     /// Stream the answer as server-sent events, ending with `data: [DONE]`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
     /// Keep generating past end-of-sequence until the token limit (vLLM's extension, for
     /// benchmarks that need every answer the same length).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ignore_eos: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
 }
 

@@ -26,42 +26,60 @@ pub enum JudgeChoice {
 }))]
 pub struct GenerateRequest {
     /// The served model's name or `current` (default).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// The conversation to answer; or give `prompt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub messages: Option<Vec<RequestMessage>>,
     /// A single user message, instead of `messages`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt: Option<String>,
     /// Candidates to generate (default 4).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<i64>,
     /// Default 0.7 (the paper's).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Default 0.9 (the paper's).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_k: Option<i64>,
     /// Most tokens per candidate (default 256).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop: Option<Stop>,
     /// Seed for reproducible candidates (candidate i uses seed + i).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub seed: Option<i64>,
     /// Judge each candidate with the same model.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub judge: Option<JudgeChoice>,
     /// Record prompt, candidates, judgments and pair in Postgres (default true).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub record: Option<bool>,
     /// How the pair is chosen from the judged candidates.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pair_policy: Option<PairPolicy>,
     /// `user` (default), `seed` or `self_instruct`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Loop iteration the prompt belongs to (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iteration: Option<i32>,
     /// Checkable instructions the prompt carries (as `srlm data make-ifeval` writes
     /// them, at most 10): every candidate is checked against them, and they are stored
     /// with the prompt.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub instructions: Option<Vec<Instruction>>,
     /// What decides the pair: `judge` (default, the paper), `verify` (answers that
     /// followed more of `instructions` beat those that followed fewer; the judge chooses
     /// within each group) or `judge+verify` (the verifier, and the judge where it cannot
     /// tell the answers apart).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reward: Option<Reward>,
 }
 
