@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use tokenizers::Tokenizer;
 
-use crate::engine::ChatMessage;
+use crate::model::template::ChatMessage;
 use crate::model::template::ChatTemplate;
 use crate::model::vocab::Vocab;
 
