@@ -81,7 +81,8 @@ fn measure(args: &TrainBenchArgs) -> Result<()> {
         "peak_rss_gib": peak_rss().map(|b| b as f64 / (1u64 << 30) as f64),
         "threads": rayon::current_num_threads(),
         "device": format!("{device:?}"),
-        "engine": if crate::train::fast::supports(&model) { "hand-derived passes (src/train/fast.rs)" } else { "candle autograd" },
+        "engine": if crate::train::fast::supports(&model) { "hand-derived passes (src/train/fast/)" } else { "candle autograd" },
+        "matmul": crate::train::fast::blas::name(),
     });
     println!("{result}");
     if let Some(out) = &args.out {

@@ -30,6 +30,11 @@ pub(super) fn mm(
     assert!(dst.len() >= (m - 1) * dst_rs + n, "gemm: destination too small");
     assert!(k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs, "gemm: lhs too small");
     assert!(k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs, "gemm: rhs too small");
+    // The large products (`par`) go to OpenBLAS where it is loaded; the small ones, run
+    // from inside a parallel loop (attention per head), stay on one thread of `gemm`.
+    if par && super::blas::sgemm(m, n, k, dst, dst_rs, acc, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs) {
+        return;
+    }
     let parallelism = if par { Parallelism::Rayon(rayon::current_num_threads()) } else { Parallelism::None };
     // SAFETY: the asserts above keep every strided access inside the slices, and `dst`
     // is borrowed mutably while `lhs` and `rhs` are shared borrows, so they don't alias.

@@ -21,6 +21,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, Storage, Tensor};
 use rayon::prelude::*;
 
+pub mod blas;
 mod kernels;
 use kernels::{attention, attention_back, dw_acc, dy_w, rms_norm, rms_norm_back, rope, sigmoid, x_wt};
 
