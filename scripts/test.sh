@@ -10,6 +10,9 @@ scripts/fetch-model.sh
 scripts/postgres.sh srlm_test
 # Charts draw their text with a system font (the PNG and SVG chart tests).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-dejavu-core >/dev/null; }
+# The trainer's matrix products run on OpenBLAS where it is installed (train::fast::blas):
+# install it, so that the trainer tests cover that path (without it they cover the gemm crate's).
+ldconfig -p | grep -c 'libopenblas\.so\.0' >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread >/dev/null; }
 python3 -c 'import openai' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'openai>=1.40'
 # The tree is formatted as rustfmt.toml says (where rustfmt is installed).
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
