@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::{ChatMessage, Generation, Prompt, SamplingConfig, SharedEngine};
 use crate::judge::{JudgeSample, JudgeSettings, JudgeTemplate, Verdict};
@@ -32,8 +32,7 @@ impl Client {
     /// A client of the server at `url` (with or without a trailing `/v1`); each request
     /// may take up to `timeout`.
     pub fn new(url: &str, timeout: Duration) -> Result<Self> {
-        let base = url.trim_end_matches('/').trim_end_matches("/v1").to_string();
-        Ok(Self { http: reqwest::Client::builder().timeout(timeout).build()?, base, api_key: None })
+        Ok(Self::with_http(url, reqwest::Client::builder().timeout(timeout).build()?))
     }
 
     /// A client that opens a new connection for every request. Benchmarks use it: servers
@@ -41,8 +40,11 @@ impl Client {
     /// after a stream), and a request sent on one the server just closed fails without
     /// reaching it. On loopback a connection costs well under a millisecond.
     pub fn unpooled(url: &str, timeout: Duration) -> Result<Self> {
-        let http = reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(0).build()?;
-        Ok(Self { http, ..Self::new(url, timeout)? })
+        Ok(Self::with_http(url, reqwest::Client::builder().timeout(timeout).pool_max_idle_per_host(0).build()?))
+    }
+
+    fn with_http(url: &str, http: reqwest::Client) -> Self {
+        Self { http, base: url.trim_end_matches('/').trim_end_matches("/v1").to_string(), api_key: None }
     }
 
     /// Sends `key` as the bearer token of every request.
@@ -147,6 +149,30 @@ pub struct Answer {
     pub tokens: usize,
 }
 
+/// The part of a chat completion every OpenAI-compatible server returns: srlm always
+/// sends usage and text content, others may leave usage out or send `null` content.
+#[derive(Deserialize)]
+struct ForeignChat {
+    #[serde(default)]
+    choices: Vec<ForeignChoice>,
+    usage: Option<ForeignUsage>,
+}
+
+#[derive(Deserialize)]
+struct ForeignChoice {
+    message: ForeignMessage,
+}
+
+#[derive(Deserialize)]
+struct ForeignMessage {
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ForeignUsage {
+    completion_tokens: usize,
+}
+
 /// What answers: a running server (`model` is the name sent to it), or an engine loaded
 /// in this process.
 pub enum Answerer {
@@ -168,9 +194,12 @@ impl Answerer {
                     seed: Some(decoding.seed as i64),
                     ..Default::default()
                 };
-                let response = client.chat(&request).await?;
-                let text = response.choices.into_iter().next().map(|c| c.message.content).unwrap_or_default();
-                Ok(Answer { tokens: response.usage.completion_tokens, text })
+                // Any OpenAI-compatible server answers here (a hosted judge, vLLM,
+                // llama.cpp): read only what all of them send, as before the typed client.
+                let response: ForeignChat = client.post("/v1/chat/completions", &request).await?;
+                let text = response.choices.into_iter().next().and_then(|c| c.message.content).unwrap_or_default();
+                let tokens = response.usage.map_or_else(|| text.split_whitespace().count(), |u| u.completion_tokens);
+                Ok(Answer { tokens, text })
             }
             Self::Engine(engine) => {
                 let messages = vec![ChatMessage { role: "user".into(), content: user.to_string() }];
@@ -259,6 +288,18 @@ mod tests {
         // What is sent reads back as the same request on the server's side.
         let back: ChatCompletionRequest = serde_json::from_value(json).unwrap();
         assert_eq!((back.max_tokens, back.stream, back.temperature), (Some(8), false, None));
+    }
+
+    /// Another server's answer without usage or with `null` content still reads.
+    #[test]
+    fn foreign_chat_answers_read_without_usage_or_text() {
+        let bare: ForeignChat = serde_json::from_str(r#"{"choices": [{"message": {"content": "two words"}}]}"#).unwrap();
+        assert_eq!((bare.usage.is_none(), bare.choices[0].message.content.as_deref()), (true, Some("two words")));
+        let empty: ForeignChat = serde_json::from_str(
+            r#"{"choices": [{"message": {"role": "assistant", "content": null}}], "usage": {"completion_tokens": 0, "prompt_tokens": 3}}"#,
+        )
+        .unwrap();
+        assert_eq!((empty.choices[0].message.content.as_deref(), empty.usage.map(|u| u.completion_tokens)), (None, Some(0)));
     }
 
     #[test]

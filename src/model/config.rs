@@ -23,7 +23,7 @@ pub struct LlamaConfig {
 
 impl LlamaConfig {
     pub fn from_gguf(md: &HashMap<String, gguf_file::Value>) -> Result<Self> {
-        let arch = md.get("general.architecture").and_then(|v| v.to_string().ok()).map_or("llama", String::as_str);
+        let arch = super::gguf::metadata_str(md, "general.architecture").unwrap_or("llama");
         if arch != "llama" {
             bail!("architecture `{arch}` is not Llama-family");
         }

@@ -34,7 +34,7 @@ impl GgufFile {
 
     /// A metadata value that is a string, such as `general.architecture`.
     pub fn string(&self, key: &str) -> Option<&str> {
-        self.content.metadata.get(key).and_then(|v| v.to_string().ok()).map(String::as_str)
+        metadata_str(&self.content.metadata, key)
     }
 
     pub fn has_tensor(&self, name: &str) -> bool {
@@ -45,6 +45,11 @@ impl GgufFile {
     pub fn tensor(&mut self, name: &str) -> Result<QTensor> {
         self.content.tensor(&mut self.file, name, &Device::Cpu).with_context(|| format!("{}: tensor {name}", self.path.display()))
     }
+}
+
+/// The string value of `key` in GGUF metadata, where it is one.
+pub fn metadata_str<'a>(md: &'a HashMap<String, gguf_file::Value>, key: &str) -> Option<&'a str> {
+    md.get(key).and_then(|v| v.to_string().ok()).map(String::as_str)
 }
 
 /// The weight types srlm converts to.

@@ -10,6 +10,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file;
 use tokenizers::models::bpe::BPE;
+
+use super::gguf::metadata_str;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -35,7 +37,7 @@ fn strings(md: &std::collections::HashMap<String, gguf_file::Value>, key: &str) 
 }
 
 pub fn from_gguf_metadata(md: &std::collections::HashMap<String, gguf_file::Value>) -> Result<Tokenizer> {
-    let model = md.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).map_or("gpt2", String::as_str);
+    let model = metadata_str(md, "tokenizer.ggml.model").unwrap_or("gpt2");
     if model != "gpt2" {
         bail!("GGUF tokenizer model `{model}` is not supported by the native engine (only byte-level BPE, `gpt2`)");
     }
@@ -48,7 +50,7 @@ pub fn from_gguf_metadata(md: &std::collections::HashMap<String, gguf_file::Valu
     let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| anyhow::anyhow!("BPE: {e}"))?;
     let mut tokenizer = Tokenizer::new(bpe);
 
-    let pre = md.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map_or("default", String::as_str);
+    let pre = metadata_str(md, "tokenizer.ggml.pre").unwrap_or("default");
     let byte_level = ByteLevel::new(false, false, true);
     let pre_tokenizer: PreTokenizerWrapper = match pre {
         "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),

@@ -39,7 +39,7 @@ impl Vocab {
 
     pub fn from_gguf_file(gguf: &GgufFile) -> Result<Self> {
         let md = gguf.metadata();
-        let model = md.get("tokenizer.ggml.model").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("gpt2");
+        let model = gguf.string("tokenizer.ggml.model").unwrap_or("gpt2");
         let encoding = if model == "llama" { Encoding::SentencePiece } else { Encoding::ByteLevel };
         let tokens = md
             .get("tokenizer.ggml.tokens")
@@ -58,10 +58,9 @@ impl Vocab {
         let mut vocab = Self::build(&tokens, encoding, special, eos);
         let token_text =
             |key: &str| md.get(key).and_then(|v| v.to_u32().ok()).and_then(|id| tokens.get(id as usize)).cloned().unwrap_or_default();
-        vocab.chat_template = md
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.to_string().ok())
-            .map(|t| ChatTemplate::new(t.clone(), token_text("tokenizer.ggml.bos_token_id"), token_text("tokenizer.ggml.eos_token_id")));
+        vocab.chat_template = gguf
+            .string("tokenizer.chat_template")
+            .map(|t| ChatTemplate::new(t, token_text("tokenizer.ggml.bos_token_id"), token_text("tokenizer.ggml.eos_token_id")));
         Ok(vocab)
     }
 
