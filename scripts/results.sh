@@ -111,4 +111,7 @@ for t in $(seq 2 $((ITERATIONS + 1))); do
     [ "$(active_path)" = "$child" ] || { log "M$t was not activated (gate refused it): stopping"; break; }
     parent=$child
 done
+# The last checkpoint against M1 head to head (M1 judging, both orders): the arm's win − loss.
+[ "$parent" != "$M1" ] && stage "$(basename "$parent" .gguf)-vs-m1.h2h" "$SRLM" eval h2h --a "$(id_of "$parent")" --b "$M1_ID" \
+    --judge "$M1_ID" --limit "$H2H_LIMIT" --concurrency 8 --out "$OUT/$(basename "$parent" .gguf)-vs-m1.h2h.answers.json"
 log "done: $OUT"
