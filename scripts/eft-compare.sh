@@ -98,7 +98,8 @@ done
 #    set (each question's responses in human-score order), SAMPLES free samples per
 #    response as make-eft draws them (its parse rate: a response with no parsed sample
 #    drops its question).
-python3 - "$WORK/eft.ranked.jsonl" <<'EOF'
+if [ ! -s "$OUT/m0.eft-source.json" ]; then  # (as in 3: no server started for a done stage)
+    python3 - "$WORK/eft.ranked.jsonl" <<'EOF'
 import collections, json, sys
 by = collections.defaultdict(list)
 for line in open("data/eft.source.jsonl"):
@@ -110,7 +111,8 @@ with open(sys.argv[1], "w") as f:
         rs.sort(key=lambda r: -r["score"])
         print(json.dumps({"prompt": q, "answers": [r["response"] for r in rs], "scores": [r["score"] for r in rs]}), file=f)
 EOF
-serve "$M0"
-stage "$OUT/m0.eft-source.json" "$SRLM" eval rm --url "$URL" --data "$WORK/eft.ranked.jsonl" --methods sample --samples "$SAMPLES" \
-    --limit "$DIAGNOSE_LIMIT"
+    serve "$M0"
+    stage "$OUT/m0.eft-source.json" "$SRLM" eval rm --url "$URL" --data "$WORK/eft.ranked.jsonl" --methods sample \
+        --samples "$SAMPLES" --limit "$DIAGNOSE_LIMIT"
+fi
 log "done: $OUT"
