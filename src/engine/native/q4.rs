@@ -1,32 +1,46 @@
 //! 4-bit weights served as the GGUF file holds them (Q4_0, Q4_1), against Q8
 //! activations, without re-encoding.
 //!
-//! A block of 32 weights is 16 bytes of 4-bit values q (0–15) and two f16 numbers, the
-//! weight being d·q + m (Q4_1 as stored; Q4_0's d·(q − 8) is m = −8d). Against an
-//! activation block x ≈ e·p (p in i8) the dot product is d·e·Σq·p + m·e·Σp: one integer
-//! dot product per block (unsigned × signed bytes, which AVX2's `maddubs` takes as they
-//! are) and the block's quantized sum, kept with the quantized activations. A block is 20
-//! bytes, against 36 for the Q8_0 re-encoding: decoding one token reads 45 % fewer bytes
-//! of these matrices. As in [`super::q8`], a weight row meets up to four activation rows
-//! per load, and every output depends only on its own two rows (bit-identical alone or
-//! batched).
+//! A block of 32 weights is 32 4-bit values q (0–15) and two f16 numbers, the weight
+//! being d·q + m (Q4_1 as stored; Q4_0's d·(q − 8) is m = −8d). Against an activation
+//! block x ≈ e·p (p in i8) the dot product is d·e·Σq·p + m·e·Σp: one integer dot product
+//! per block (unsigned × signed bytes, which AVX2's `maddubs` and VNNI's `vpdpbusd` take
+//! as they are) and the block's quantized sum, kept with the quantized activations. The
+//! second part is a short dot product over the row's blocks, taken once per row pair.
+//!
+//! A row is regrouped when loaded: its blocks' d, then their m (f16 each), then its values
+//! in pairs of blocks: 32 bytes whose low nibbles are the first block's values and high
+//! nibbles the second's, in element order. One 32-byte load and a shift give both blocks'
+//! values (64 bytes in activation order: one VNNI instruction). That is 20 bytes per 32
+//! weights, as in the file, against 36 for the Q8_0 re-encoding: decoding one token reads
+//! 45 % fewer bytes of these matrices. As in [`super::q8`], a weight row meets up to four
+//! activation rows per load, and every output depends only on its own two rows
+//! (bit-identical alone or batched).
 
 use anyhow::{bail, Result};
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use super::q8::{Q8Rows, BLOCK};
-
-/// Bytes of one block: d and m as f16, then the 16 bytes of 4-bit values (element j in
-/// the low half of byte j, element j + 16 in its high half: GGUF's order).
-const BYTES: usize = 20;
+use super::q8::{dot_rows, matmul, panel_rows, vnni, Panel, Q8Rows, BLOCK, GROUP, VNNI_GROUP};
 
 pub struct Q4Linear {
-    blocks: Vec<u8>,
+    rows: Vec<u8>,
     pub out: usize,
     pub k: usize,
     /// The file's type (`Q4_0` or `Q4_1`).
     pub dtype: GgmlDType,
+}
+
+/// One weight row: `pairs` pairs of blocks (a row of an odd number of blocks ends with a
+/// zero block).
+#[derive(Clone, Copy)]
+struct WeightRow<'a> {
+    /// Each block's d and m, f16 as stored.
+    d: &'a [u8],
+    m: &'a [u8],
+    /// 32 bytes per pair of blocks: byte j holds the first block's element j in its low
+    /// nibble, the second block's in its high nibble.
+    q: &'a [u8],
 }
 
 impl Q4Linear {
@@ -45,21 +59,36 @@ impl Q4Linear {
         if data.len() != out * per_row {
             bail!("{dtype:?} data of {} bytes for [{out}, {k}] (expected {})", data.len(), out * per_row);
         }
-        let mut blocks = Vec::with_capacity(out * k / BLOCK * BYTES);
+        // One block as (d, m, its 32 values in element order).
+        let block = |b: &[u8]| -> ([u8; 2], [u8; 2], [u8; BLOCK]) {
+            let d = [b[0], b[1]];
+            let (m, qs) = match dtype {
+                GgmlDType::Q4_0 => (f16::from_f32(f16::from_le_bytes(d).to_f32() * -8.0).to_le_bytes(), &b[2..]),
+                _ => ([b[2], b[3]], &b[4..]),
+            };
+            // GGUF's order: element j in the low half of byte j, element j + 16 in its high half.
+            (d, m, std::array::from_fn(|j| if j < 16 { qs[j] & 0x0F } else { qs[j - 16] >> 4 }))
+        };
+        let zero = ([0; 2], [0; 2], [0; BLOCK]);
+        let mut rows = Vec::with_capacity(out * Self::row_bytes(k));
         for i in 0..out {
             let row = order.map_or(i, |o| o[i]);
-            for b in data[row * per_row..(row + 1) * per_row].chunks_exact(stored) {
-                let d = [b[0], b[1]];
-                let (m, qs) = match dtype {
-                    GgmlDType::Q4_0 => ((f16::from_le_bytes(d).to_f32() * -8.0).to_bits_f16(), &b[2..]),
-                    _ => ([b[2], b[3]], &b[4..]),
-                };
-                blocks.extend_from_slice(&d);
-                blocks.extend_from_slice(&m);
-                blocks.extend_from_slice(qs);
+            let mut blocks: Vec<_> = data[row * per_row..(row + 1) * per_row].chunks_exact(stored).map(block).collect();
+            if blocks.len() % 2 == 1 {
+                blocks.push(zero);
+            }
+            rows.extend(blocks.iter().flat_map(|b| b.0));
+            rows.extend(blocks.iter().flat_map(|b| b.1));
+            for two in blocks.chunks_exact(2) {
+                rows.extend((0..BLOCK).map(|j| two[0].2[j] | (two[1].2[j] << 4)));
             }
         }
-        Ok(Self { blocks, out, k, dtype })
+        Ok(Self { rows, out, k, dtype })
+    }
+
+    /// Bytes of one row: per pair of blocks 2 × 2 (d) + 2 × 2 (m) + 32 (values).
+    fn row_bytes(k: usize) -> usize {
+        (k / BLOCK).div_ceil(2) * 40
     }
 
     /// Matrices of one type and row length stacked, their rows in order (`None` if they
@@ -71,94 +100,175 @@ impl Q4Linear {
             return None;
         }
         let out = parts.iter().map(|p| p.out).sum();
-        let blocks = parts.into_iter().flat_map(|p| p.blocks).collect();
-        Some(Self { blocks, out, k, dtype })
+        let rows = parts.into_iter().flat_map(|p| p.rows).collect();
+        Some(Self { rows, out, k, dtype })
     }
 
-    fn row(&self, o: usize) -> &[u8] {
-        let per_row = self.k / BLOCK * BYTES;
-        &self.blocks[o * per_row..(o + 1) * per_row]
+    fn row(&self, o: usize) -> WeightRow<'_> {
+        let bytes = Self::row_bytes(self.k);
+        let row = &self.rows[o * bytes..(o + 1) * bytes];
+        let scales = bytes / 40 * 4;
+        let (d, rest) = row.split_at(scales);
+        let (m, q) = rest.split_at(scales);
+        WeightRow { d, m, q }
     }
 
     /// `x · wᵀ`: `[rows, out]`, row-major.
     pub fn forward(&self, x: &Q8Rows) -> Vec<f32> {
         assert_eq!(x.k, self.k);
-        super::q8::matmul(self.out, x, |o, first, dst| {
-            let w = self.row(o);
-            let row = |j: usize| x.row_with_sums(first + j);
-            super::q8::dot_rows!(dot, w, row, dst)
-        })
+        if vnni() {
+            return matmul(self.out, x.rows, VNNI_GROUP, |o, first, dst| {
+                let panel = x.panel(first, dst.len());
+                panel_rows!(dot_vnni, self.row(o), panel, dst)
+            });
+        }
+        let xs: Vec<_> = (0..x.rows).map(|r| x.row_with_sums(r)).collect();
+        matmul(self.out, x.rows, GROUP, |o, first, dst| dot_rows!(dot, self.row(o), &xs[first..first + dst.len()], dst))
     }
 }
 
-trait F16Bits {
-    fn to_bits_f16(self) -> [u8; 2];
-}
-
-impl F16Bits for f32 {
-    fn to_bits_f16(self) -> [u8; 2] {
-        f16::from_f32(self).to_le_bytes()
-    }
-}
-
-/// An activation row: its i8 values, the scale of each block and each block's sum.
+/// An activation row: its i8 values, the scale of each block (for the VNNI kernel eight
+/// times over) and each block's sum.
 type Row<'a> = (&'a [i8], &'a [f32], &'a [f32]);
+
+/// Σ m·s over a row's blocks: the weights' offsets against the activations' block sums.
+fn offsets(m: &[u8], sums: &[f32]) -> f32 {
+    let mut l = [0f32; 4];
+    for (b, s) in sums.iter().enumerate() {
+        l[b % 4] = f16::from_le_bytes([m[2 * b], m[2 * b + 1]]).to_f32().mul_add(*s, l[b % 4]);
+    }
+    (l[0] + l[1]) + (l[2] + l[3])
+}
+
+/// Sum of a 256-bit vector's lanes, in a fixed order.
+#[cfg(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
+fn hsum(a: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX is enabled at compile time (cfg above).
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+}
 
 /// Dot products of one 4-bit weight row with `N` activation rows; each result depends
 /// only on its own two rows.
 #[cfg(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-fn dot<const N: usize>(w: &[u8], xs: [Row; N]) -> [f32; N] {
+fn dot<const N: usize>(w: WeightRow, xs: [Row; N]) -> [f32; N] {
     use std::arch::x86_64::*;
-    let blocks = w.len() / BYTES;
-    // SAFETY: AVX2, FMA and F16C are enabled at compile time (cfg above). Each block
-    // read is 20 bytes inside `w` (4 + 16 from its start); each activation read is 32
-    // bytes inside a block of a slice whose length is a multiple of 32.
+    let blocks = xs[0].1.len();
+    // SAFETY: AVX2, FMA and F16C are enabled at compile time (cfg above). Each pair's
+    // read is 32 bytes inside `w.q` and 4 inside `w.d`; each activation read is 32 bytes
+    // inside a block of a slice whose length is a multiple of 32 (the second block of a
+    // pair only where it exists).
     unsafe {
         let ones = _mm256_set1_epi16(1);
-        let nibble = _mm_set1_epi8(0x0F);
+        let nibble = _mm256_set1_epi8(0x0F);
         let mut acc = [_mm256_setzero_ps(); N];
-        let mut sums = [0f32; N];
-        for b in 0..blocks {
-            let block = w.as_ptr().add(b * BYTES);
-            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(block as *const i32)));
-            let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
-            let packed = _mm_loadu_si128(block.add(4) as *const __m128i);
-            let q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble), _mm_and_si128(packed, nibble));
-            for (j, (xq, xd, xs)) in xs.iter().enumerate() {
-                let xv = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
-                let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
-                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_set1_ps(d * xd[b]), acc[j]);
-                sums[j] = m.mul_add(xs[b], sums[j]);
+        for p in 0..blocks.div_ceil(2) {
+            let mut d = [0f32; 4];
+            let two = std::ptr::read_unaligned(w.d.as_ptr().add(4 * p) as *const i32);
+            _mm_storeu_ps(d.as_mut_ptr(), _mm_cvtph_ps(_mm_cvtsi32_si128(two)));
+            let packed = _mm256_loadu_si256(w.q.as_ptr().add(32 * p) as *const __m256i);
+            let q = [_mm256_and_si256(packed, nibble), _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble)];
+            for (h, q) in q.into_iter().enumerate().take(blocks - 2 * p) {
+                let b = 2 * p + h;
+                for (acc, (xq, xd, _)) in acc.iter_mut().zip(xs) {
+                    let xv = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
+                    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_set1_ps(d[h] * xd[b]), *acc);
+                }
             }
         }
-        std::array::from_fn(|j| {
-            let a = acc[j];
-            let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s) + sums[j]
-        })
+        // Σ m·s, eight blocks at a time, then the rest one by one.
+        let full = blocks / 8 * 8;
+        let mut lanes = [_mm256_setzero_ps(); N];
+        for c in (0..full).step_by(8) {
+            let m = _mm256_cvtph_ps(_mm_loadu_si128(w.m.as_ptr().add(2 * c) as *const __m128i));
+            for (l, (_, _, sums)) in lanes.iter_mut().zip(xs) {
+                *l = _mm256_fmadd_ps(m, _mm256_loadu_ps(sums.as_ptr().add(c)), *l);
+            }
+        }
+        let offsets: [f32; N] = std::array::from_fn(|j| hsum(lanes[j]) + offsets(&w.m[2 * full..], &xs[j].2[full..]));
+        std::array::from_fn(|j| hsum(acc[j]) + offsets[j])
     }
 }
 
 #[cfg(not(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c")))]
-fn dot<const N: usize>(w: &[u8], xs: [Row; N]) -> [f32; N] {
-    xs.map(|(xq, xd, xs)| {
-        w.chunks_exact(BYTES)
-            .enumerate()
-            .map(|(b, block)| {
-                let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
-                let m = f16::from_le_bytes([block[2], block[3]]).to_f32();
-                let s: i32 = (0..BLOCK)
-                    .map(|i| {
-                        let q = if i < 16 { block[4 + i] & 0x0F } else { block[4 + i - 16] >> 4 };
-                        q as i32 * xq[b * BLOCK + i] as i32
-                    })
-                    .sum();
-                s as f32 * d * xd[b] + m * xs[b]
+fn dot<const N: usize>(w: WeightRow, xs: [Row; N]) -> [f32; N] {
+    xs.map(|(xq, xd, sums)| {
+        let scaled: f32 = (0..xd.len())
+            .map(|b| {
+                let (p, h) = (b / 2, b % 2);
+                let d = f16::from_le_bytes([w.d[2 * b], w.d[2 * b + 1]]).to_f32();
+                let s: i32 = (0..BLOCK).map(|i| ((w.q[32 * p + i] >> (4 * h)) & 0x0F) as i32 * xq[b * BLOCK + i] as i32).sum();
+                s as f32 * d * xd[b]
             })
-            .sum()
+            .sum();
+        scaled + offsets(w.m, sums)
     })
+}
+
+/// [`dot`] with VNNI, against a panel of `N` activation rows.
+fn dot_vnni<const N: usize>(w: WeightRow, xs: Panel) -> [f32; N] {
+    assert!(vnni());
+    let pairs = xs.blocks.div_ceil(2);
+    assert!(xs.q.len() == N * pairs * 2 * BLOCK && xs.d.len() == N * pairs * 16 && xs.sums.len() == N * xs.blocks);
+    assert!(w.q.len() == pairs * 32 && w.d.len() == pairs * 4 && w.m.len() == pairs * 4);
+    // SAFETY: the CPU has AVX-512 F/BW/VL and VNNI, and the lengths fit (checked above).
+    #[cfg(target_arch = "x86_64")]
+    return unsafe { avx512::dot(w, xs) };
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!()
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Panel, WeightRow, BLOCK};
+    use crate::engine::native::q8::avx512::pair_index;
+
+    /// Dot products of one 4-bit weight row with a panel of `N` activation rows, a pair
+    /// of blocks (64 weights) per `vpdpbusd`. A row's odd last block meets zeros on both
+    /// sides.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW/VL and VNNI. `w` is a row for the panel's length,
+    /// and the panel holds `N` rows.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub unsafe fn dot<const N: usize>(w: WeightRow, xs: Panel) -> [f32; N] {
+        let blocks = xs.blocks;
+        let (xq, xd) = (xs.q.as_ptr(), xs.d.as_ptr());
+        let index = pair_index(0);
+        let nibble = _mm512_set1_epi8(0x0F);
+        let mut acc = [_mm512_setzero_ps(); N];
+        for p in 0..blocks.div_ceil(2) {
+            // SAFETY (all reads): pair p's 32 bytes of values and 4 of scales are inside
+            // `w`; pair p of each row (64 values, 16 scales) inside the panel.
+            let two = std::ptr::read_unaligned(w.d.as_ptr().add(4 * p) as *const i32);
+            let d = _mm512_permutexvar_ps(index, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(two))));
+            // Both halves hold the 32 bytes, the upper one shifted: block 2p's values, then 2p + 1's.
+            let packed = _mm512_broadcast_i64x4(_mm256_loadu_si256(w.q.as_ptr().add(32 * p) as *const __m256i));
+            let q = _mm512_and_si512(_mm512_mask_srli_epi16::<4>(packed, 0xFFFF_0000, packed), nibble);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let xv = _mm512_loadu_si512(xq.add((p * N + j) * 2 * BLOCK) as *const _);
+                let prod = _mm512_dpbusd_epi32(_mm512_setzero_si512(), q, xv);
+                let scaled = _mm512_mul_ps(_mm512_cvtepi32_ps(prod), d);
+                *acc = _mm512_fmadd_ps(scaled, _mm512_loadu_ps(xd.add((p * N + j) * 16)), *acc);
+            }
+        }
+        // Σ m·s, sixteen blocks at a time (the last chunk masked), in the same lanes.
+        for c in (0..blocks).step_by(16) {
+            let mask = (u32::MAX >> (32 - (blocks - c).min(16))) as __mmask16;
+            let m = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, w.m.as_ptr().add(2 * c) as *const i16));
+            for (j, acc) in acc.iter_mut().enumerate() {
+                *acc = _mm512_fmadd_ps(m, _mm512_maskz_loadu_ps(mask, xs.sums.as_ptr().add(j * blocks + c)), *acc);
+            }
+        }
+        acc.map(|a| _mm512_reduce_add_ps(a))
+    }
 }
 
 #[cfg(test)]
@@ -196,6 +306,24 @@ mod tests {
                 }
                 let alone = lin.forward(&Q8Rows::quantize(&x[r * k..(r + 1) * k], k));
                 assert_eq!(alone, y[r * out..(r + 1) * out].to_vec(), "{dtype:?}: row {r} alone equals row {r} batched, bit for bit");
+            }
+        }
+    }
+
+    #[test]
+    fn the_vnni_kernel_agrees_with_the_avx2_one_where_the_cpu_has_it() {
+        if !vnni() {
+            eprintln!("no AVX-512 VNNI on this CPU: only the AVX2 kernel runs here");
+            return;
+        }
+        for (dtype, k) in [(GgmlDType::Q4_1, 96), (GgmlDType::Q4_0, 576)] {
+            let (raw, _) = quantized(dtype, 1, k);
+            let lin = Q4Linear::from_gguf(dtype, &raw, 1, k, None).unwrap();
+            let x = Q8Rows::quantize(&data(3 * k, 4), k);
+            let plain = dot(lin.row(0), std::array::from_fn::<_, 3, _>(|j| x.row_with_sums(j)));
+            let wide = dot_vnni::<3>(lin.row(0), x.panel(0, 3));
+            for (a, b) in plain.iter().zip(wide) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{dtype:?}, k {k}: {a} vs {b}");
             }
         }
     }
