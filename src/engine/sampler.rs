@@ -125,6 +125,9 @@ impl Sampler {
         let mut weights: Vec<f32> = logits.iter().map(|&l| (l - max) * inv_t).collect();
         // Masked (−∞) logits weigh 0, so the sum is the kept tokens' total.
         let total = exp_shifted(&mut weights, 0.0);
+        if self.cfg.top_p >= 1.0 && self.cfg.top_k == 0 {
+            return self.walk(&weights, logits);
+        }
         let probs: Vec<(usize, f32)> = weights.into_iter().enumerate().zip(logits).filter(|(_, l)| l.is_finite()).map(|(p, _)| p).collect();
         let keep = self.nucleus(probs, total);
         let kept: f32 = keep.iter().map(|p| p.1).sum();
@@ -136,6 +139,20 @@ impl Sampler {
             u -= p;
         }
         keep.last().map_or_else(|| argmax(logits), |p| p.0)
+    }
+
+    /// A draw from every token, as [`Self::nucleus`] keeping them all would give it (the
+    /// same sum, the same walk), without building the list: masked tokens weigh 0.
+    fn walk(&mut self, weights: &[f32], logits: &[f32]) -> usize {
+        let kept: f32 = weights.iter().sum();
+        let mut u = self.rng.random::<f32>() * kept;
+        for (i, &p) in weights.iter().enumerate() {
+            if u < p && logits[i].is_finite() {
+                return i;
+            }
+            u -= p;
+        }
+        logits.iter().rposition(|l| l.is_finite()).unwrap_or_else(|| argmax(logits))
     }
 
     /// The tokens top-k and top-p keep, most likely first (ties by token id). Only the

@@ -150,9 +150,9 @@ impl Q4Linear {
     pub fn forward(&self, x: &Q8Rows) -> Vec<f32> {
         assert_eq!(x.k, self.k);
         if self.wide {
+            let panels = x.panels();
             return matmul(self.out, x.rows, VNNI_GROUP, |o, first, dst| {
-                let panel = x.panel(first, dst.len());
-                panel_rows!(dot_vnni, self.row(o), panel, dst)
+                panel_rows!(dot_vnni, self.row(o), panels[first / VNNI_GROUP], dst)
             });
         }
         let xs: Vec<_> = (0..x.rows).map(|r| x.row_with_sums(r)).collect();

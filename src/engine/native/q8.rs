@@ -115,9 +115,13 @@ impl Q8Rows {
             let (x, d) = (&self.q[r * k..(r + 1) * k], &self.d[r * nb..(r + 1) * nb]);
             let (q_at, d_at) = (first * q_row, first * d_row);
             for g in 0..runs {
-                for (i, v) in interleave(&x[g * WIDE * BLOCK..(g + 1) * WIDE * BLOCK]).chunks_exact(64).enumerate() {
+                let run = &x[g * WIDE * BLOCK..(g + 1) * WIDE * BLOCK];
+                for i in 0..8 {
                     let at = q_at + ((g * 8 + i) * n + j) * 64;
-                    self.panel_q[at..at + 64].copy_from_slice(v);
+                    // As `interleave`: values 4i..4i + 4 of each block in turn.
+                    for (l, four) in self.panel_q[at..at + 64].chunks_exact_mut(4).enumerate() {
+                        four.copy_from_slice(&run[l * BLOCK + 4 * i..l * BLOCK + 4 * i + 4]);
+                    }
                 }
                 let at = d_at + (g * n + j) * WIDE;
                 self.panel_d[at..at + WIDE].copy_from_slice(&d[g * WIDE..(g + 1) * WIDE]);
@@ -137,6 +141,11 @@ impl Q8Rows {
     fn panel_of(&self, r: usize) -> (usize, usize) {
         let first = r / VNNI_GROUP * VNNI_GROUP;
         (first, VNNI_GROUP.min(self.rows - first))
+    }
+
+    /// The panels in order, each of rows `VNNI_GROUP · i..` (VNNI kernels only).
+    pub(super) fn panels(&self) -> Vec<Panel<'_>> {
+        (0..self.rows).step_by(VNNI_GROUP).map(|first| self.panel(first, self.panel_of(first).1)).collect()
     }
 
     /// The panel of rows `first..first + n` (a whole panel, VNNI kernels only).
@@ -212,9 +221,9 @@ impl Q8Linear {
     pub fn forward(&self, x: &Q8Rows) -> Vec<f32> {
         assert_eq!(x.k, self.k);
         if self.wide {
+            let panels = x.panels();
             return matmul(self.out, x.rows, VNNI_GROUP, |o, first, dst| {
-                let panel = x.panel(first, dst.len());
-                panel_rows!(dot_vnni, self.w.row(o), panel, dst)
+                panel_rows!(dot_vnni, self.w.row(o), panels[first / VNNI_GROUP], dst)
             });
         }
         let xs: Vec<_> = (0..x.rows).map(|r| x.row(r)).collect();
