@@ -7,6 +7,7 @@
 #
 #   load-tests/vs-llama-cpp.sh                 # ROUNDS=3 LEVELS="1 8 32"
 #   SRLM_ARGS="--weights q8_0" load-tests/vs-llama-cpp.sh    # srlm's earlier path
+#   SRLM_KERNELS=avx2 load-tests/vs-llama-cpp.sh             # srlm's AVX2 kernels on an AVX-512 CPU
 #
 # llama-server is built once (into ~/.cache/srlm-llama-cpp) from the llama.cpp that the
 # llama-cpp-python sdist on PyPI vendors, with this CPU's SIMD flags named explicitly
@@ -81,9 +82,10 @@ pids+=($!)
 wait_up "http://127.0.0.1:$SRLM_PORT/health"
 wait_up "http://127.0.0.1:$LLAMA_PORT/health"
 weights=$(curl -s "http://127.0.0.1:$SRLM_PORT/ready" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("weights", "?"))')
+kernels=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/srlm.log" | grep -o 'kernels=[a-z0-9-]*' | head -1 | cut -d= -f2)
 {
     echo "model=$MODEL llama-cpp-python=$VERSION rounds=$ROUNDS levels=$LEVELS max_tokens=$MAX_TOKENS threads=$THREADS"
-    echo "srlm=$(git describe --always --dirty) srlm_args='$SRLM_ARGS' srlm_weights='$weights' cpu='$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)'"
+    echo "srlm=$(git describe --always --dirty) srlm_args='$SRLM_ARGS' srlm_weights='$weights' srlm_kernels='${kernels:-?}' cpu='$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)'"
     echo "llama.cpp flags: $(simd_flags)"
 } | tee "$OUT/settings.txt"
 

@@ -95,7 +95,8 @@ impl NativeEngine {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).thread_name(|i| format!("srlm-native-{i}")).build()?;
         std::thread::Builder::new().name("srlm-native".into()).spawn(move || pool.install(|| scheduler.run()))?;
-        tracing::info!(model = %info.name, max_seqs = opts.max_seqs, weights = %info.weights, "native engine loaded");
+        let kernels = if q8::vnni() { "avx512-vnni" } else { "avx2" };
+        tracing::info!(model = %info.name, max_seqs = opts.max_seqs, weights = %info.weights, kernels, "native engine loaded");
         Ok(Self { info, vocab, tokenizer, max_positions, jobs })
     }
 

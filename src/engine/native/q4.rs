@@ -8,14 +8,15 @@
 //! as they are) and the block's quantized sum, kept with the quantized activations. The
 //! second part is a short dot product over the row's blocks, taken once per row pair.
 //!
-//! A row is regrouped when loaded: its blocks' d, then their m (f16 each), then its values
-//! in pairs of blocks: 32 bytes whose low nibbles are the first block's values and high
-//! nibbles the second's, in element order. One 32-byte load and a shift give both blocks'
-//! values (64 bytes in activation order: one VNNI instruction). That is 20 bytes per 32
-//! weights, as in the file, against 36 for the Q8_0 re-encoding: decoding one token reads
-//! 45 % fewer bytes of these matrices. As in [`super::q8`], a weight row meets up to four
-//! activation rows per load, and every output depends only on its own two rows
-//! (bit-identical alone or batched).
+//! For the AVX2 kernel the blocks stay as the file has them (d, m, 16 bytes of values).
+//! For the VNNI kernel a row is regrouped when loaded: its blocks' d, then their m (f16
+//! each), then its values, runs of sixteen blocks [`interleave`]d, the rest in pairs of
+//! blocks (32 bytes whose low nibbles are the first block's values and high nibbles the
+//! second's): one 32-byte load and a shift give 64 values in activation order, one VNNI
+//! instruction. Either way that is 20 bytes per 32 weights, as in the file, against 36 for
+//! the Q8_0 re-encoding: decoding one token reads 45 % fewer bytes of these matrices. As in
+//! [`super::q8`], a weight row meets several activation rows per load, and every output
+//! depends only on its own two rows (bit-identical alone or batched).
 
 use anyhow::{bail, Result};
 use candle_core::quantized::GgmlDType;
@@ -23,19 +24,22 @@ use half::f16;
 
 use super::q8::{dot_rows, interleave, matmul, panel_rows, vnni, wide_split, Panel, Q8Rows, BLOCK, GROUP, VNNI_GROUP, WIDE};
 
+/// Bytes per block in either layout: d and m as f16, 16 bytes of values.
+const BYTES: usize = 20;
+
 pub struct Q4Linear {
     rows: Vec<u8>,
     pub out: usize,
     pub k: usize,
     /// The file's type (`Q4_0` or `Q4_1`).
     pub dtype: GgmlDType,
-    /// Laid out for the VNNI kernel: each row's runs of [`WIDE`] blocks [`interleave`]d
-    /// before its pairs.
+    /// Rows laid out for the VNNI kernel ([`WeightRow`]); else each block as the file has
+    /// it, m made explicit (d, m, 16 bytes of values), for the AVX2 kernel.
     wide: bool,
 }
 
-/// One weight row: `pairs` pairs of blocks (a row of an odd number of blocks ends with a
-/// zero block).
+/// One row laid out for the VNNI kernel (where runs of [`WIDE`] blocks leave an odd number
+/// of blocks, a zero block completes the last pair).
 #[derive(Clone, Copy)]
 struct WeightRow<'a> {
     /// Each block's d and m, f16 as stored.
@@ -79,9 +83,23 @@ impl Q4Linear {
             // GGUF's order: element j in the low half of byte j, element j + 16 in its high half.
             (d, m, std::array::from_fn(|j| if j < 16 { qs[j] & 0x0F } else { qs[j - 16] >> 4 }))
         };
+        if !wide {
+            // As the file has them, m made explicit: d, m, then the 16 bytes of values.
+            let mut rows = Vec::with_capacity(out * k / BLOCK * BYTES);
+            for i in 0..out {
+                let row = order.map_or(i, |o| o[i]);
+                for b in data[row * per_row..(row + 1) * per_row].chunks_exact(stored) {
+                    let (d, m, _) = block(b);
+                    rows.extend_from_slice(&d);
+                    rows.extend_from_slice(&m);
+                    rows.extend_from_slice(&b[stored - 16..]);
+                }
+            }
+            return Ok(Self { rows, out, k, dtype, wide });
+        }
         let zero = ([0; 2], [0; 2], [0; BLOCK]);
-        let runs = Self::runs(k, wide);
-        let mut rows = Vec::with_capacity(out * Self::row_bytes(k, wide));
+        let runs = wide_split(k / BLOCK).0;
+        let mut rows = Vec::with_capacity(out * Self::padded_blocks(k) * BYTES);
         for i in 0..out {
             let row = order.map_or(i, |o| o[i]);
             let mut blocks: Vec<_> = data[row * per_row..(row + 1) * per_row].chunks_exact(stored).map(block).collect();
@@ -103,24 +121,10 @@ impl Q4Linear {
         Ok(Self { rows, out, k, dtype, wide })
     }
 
-    /// Runs of [`WIDE`] blocks in a row of length `k`.
-    fn runs(k: usize, wide: bool) -> usize {
-        if wide {
-            wide_split(k / BLOCK).0
-        } else {
-            0
-        }
-    }
-
-    /// Blocks of one row, with the zero block that completes an odd last pair.
-    fn padded_blocks(k: usize, wide: bool) -> usize {
-        let runs = Self::runs(k, wide);
-        runs * WIDE + (k / BLOCK - runs * WIDE).div_ceil(2) * 2
-    }
-
-    /// Bytes of one row: per block 2 (d) + 2 (m) + 16 (values).
-    fn row_bytes(k: usize, wide: bool) -> usize {
-        Self::padded_blocks(k, wide) * 20
+    /// Blocks of one wide row, with the zero block that completes an odd last pair.
+    fn padded_blocks(k: usize) -> usize {
+        let (runs, pairs) = wide_split(k / BLOCK);
+        runs * WIDE + pairs * 2
     }
 
     /// Matrices of one type and row length stacked, their rows in order (`None` if they
@@ -138,9 +142,9 @@ impl Q4Linear {
     }
 
     fn row(&self, o: usize) -> WeightRow<'_> {
-        let bytes = Self::row_bytes(self.k, self.wide);
+        let bytes = Self::padded_blocks(self.k) * BYTES;
         let row = &self.rows[o * bytes..(o + 1) * bytes];
-        let scales = Self::padded_blocks(self.k, self.wide) * 2;
+        let scales = Self::padded_blocks(self.k) * 2;
         let (d, rest) = row.split_at(scales);
         let (m, q) = rest.split_at(scales);
         WeightRow { d, m, q }
@@ -156,90 +160,70 @@ impl Q4Linear {
             });
         }
         let xs: Vec<_> = (0..x.rows).map(|r| x.row_with_sums(r)).collect();
-        matmul(self.out, x.rows, GROUP, |o, first, dst| dot_rows!(dot, self.row(o), &xs[first..first + dst.len()], dst))
+        let bytes = self.k / BLOCK * BYTES;
+        matmul(self.out, x.rows, GROUP, |o, first, dst| {
+            dot_rows!(dot, &self.rows[o * bytes..(o + 1) * bytes], &xs[first..first + dst.len()], dst)
+        })
     }
 }
 
-/// An activation row: its i8 values, the scale of each block (for the VNNI kernel eight
-/// times over) and each block's sum.
+/// An activation row: its i8 values, the scale of each block and each block's sum.
 type Row<'a> = (&'a [i8], &'a [f32], &'a [f32]);
-
-/// Σ m·s over a row's blocks: the weights' offsets against the activations' block sums.
-fn offsets(m: &[u8], sums: &[f32]) -> f32 {
-    let mut l = [0f32; 4];
-    for (b, s) in sums.iter().enumerate() {
-        l[b % 4] = f16::from_le_bytes([m[2 * b], m[2 * b + 1]]).to_f32().mul_add(*s, l[b % 4]);
-    }
-    (l[0] + l[1]) + (l[2] + l[3])
-}
-
-/// Sum of a 256-bit vector's lanes, in a fixed order.
-#[cfg(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-fn hsum(a: std::arch::x86_64::__m256) -> f32 {
-    use std::arch::x86_64::*;
-    // SAFETY: AVX is enabled at compile time (cfg above).
-    unsafe {
-        let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
-    }
-}
 
 /// Dot products of one 4-bit weight row with `N` activation rows; each result depends
 /// only on its own two rows.
 #[cfg(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c"))]
-fn dot<const N: usize>(w: WeightRow, xs: [Row; N]) -> [f32; N] {
+fn dot<const N: usize>(w: &[u8], xs: [Row; N]) -> [f32; N] {
     use std::arch::x86_64::*;
-    let blocks = xs[0].1.len();
-    // SAFETY: AVX2, FMA and F16C are enabled at compile time (cfg above). Each pair's
-    // read is 32 bytes inside `w.q` and 4 inside `w.d`; each activation read is 32 bytes
-    // inside a block of a slice whose length is a multiple of 32 (the second block of a
-    // pair only where it exists).
+    let blocks = w.len() / BYTES;
+    // SAFETY: AVX2, FMA and F16C are enabled at compile time (cfg above). Each block
+    // read is 20 bytes inside `w` (4 + 16 from its start); each activation read is 32
+    // bytes inside a block of a slice whose length is a multiple of 32.
     unsafe {
         let ones = _mm256_set1_epi16(1);
-        let nibble = _mm256_set1_epi8(0x0F);
+        let nibble = _mm_set1_epi8(0x0F);
         let mut acc = [_mm256_setzero_ps(); N];
-        for p in 0..blocks.div_ceil(2) {
-            let mut d = [0f32; 4];
-            let two = std::ptr::read_unaligned(w.d.as_ptr().add(4 * p) as *const i32);
-            _mm_storeu_ps(d.as_mut_ptr(), _mm_cvtph_ps(_mm_cvtsi32_si128(two)));
-            let packed = _mm256_loadu_si256(w.q.as_ptr().add(32 * p) as *const __m256i);
-            let q = [_mm256_and_si256(packed, nibble), _mm256_and_si256(_mm256_srli_epi16(packed, 4), nibble)];
-            for (h, q) in q.into_iter().enumerate().take(blocks - 2 * p) {
-                let b = 2 * p + h;
-                for (acc, (xq, xd, _)) in acc.iter_mut().zip(xs) {
-                    let xv = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
-                    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
-                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_set1_ps(d[h] * xd[b]), *acc);
-                }
+        let mut sums = [0f32; N];
+        for b in 0..blocks {
+            let block = w.as_ptr().add(b * BYTES);
+            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(block as *const i32)));
+            let (d, m) = (_mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)));
+            let packed = _mm_loadu_si128(block.add(4) as *const __m128i);
+            let q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), nibble), _mm_and_si128(packed, nibble));
+            for (j, (xq, xd, xs)) in xs.iter().enumerate() {
+                let xv = _mm256_loadu_si256(xq.as_ptr().add(b * BLOCK) as *const __m256i);
+                let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ones);
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_set1_ps(d * xd[b]), acc[j]);
+                sums[j] = m.mul_add(xs[b], sums[j]);
             }
         }
-        // Σ m·s, eight blocks at a time, then the rest one by one.
-        let full = blocks / 8 * 8;
-        let mut lanes = [_mm256_setzero_ps(); N];
-        for c in (0..full).step_by(8) {
-            let m = _mm256_cvtph_ps(_mm_loadu_si128(w.m.as_ptr().add(2 * c) as *const __m128i));
-            for (l, (_, _, sums)) in lanes.iter_mut().zip(xs) {
-                *l = _mm256_fmadd_ps(m, _mm256_loadu_ps(sums.as_ptr().add(c)), *l);
-            }
-        }
-        let offsets: [f32; N] = std::array::from_fn(|j| hsum(lanes[j]) + offsets(&w.m[2 * full..], &xs[j].2[full..]));
-        std::array::from_fn(|j| hsum(acc[j]) + offsets[j])
+        std::array::from_fn(|j| {
+            let a = acc[j];
+            let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s) + sums[j]
+        })
     }
 }
 
 #[cfg(not(all(target_feature = "avx2", target_feature = "fma", target_feature = "f16c")))]
-fn dot<const N: usize>(w: WeightRow, xs: [Row; N]) -> [f32; N] {
-    xs.map(|(xq, xd, sums)| {
-        let scaled: f32 = (0..xd.len())
-            .map(|b| {
-                let (p, h) = (b / 2, b % 2);
-                let d = f16::from_le_bytes([w.d[2 * b], w.d[2 * b + 1]]).to_f32();
-                let s: i32 = (0..BLOCK).map(|i| ((w.q[32 * p + i] >> (4 * h)) & 0x0F) as i32 * xq[b * BLOCK + i] as i32).sum();
-                s as f32 * d * xd[b]
+fn dot<const N: usize>(w: &[u8], xs: [Row; N]) -> [f32; N] {
+    xs.map(|(xq, xd, xs)| {
+        w.chunks_exact(BYTES)
+            .enumerate()
+            .map(|(b, block)| {
+                let d = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                let m = f16::from_le_bytes([block[2], block[3]]).to_f32();
+                let s: i32 = (0..BLOCK)
+                    .map(|i| {
+                        let q = if i < 16 { block[4 + i] & 0x0F } else { block[4 + i - 16] >> 4 };
+                        q as i32 * xq[b * BLOCK + i] as i32
+                    })
+                    .sum();
+                s as f32 * d * xd[b] + m * xs[b]
             })
-            .sum();
-        scaled + offsets(w.m, sums)
+            .sum()
     })
 }
 
@@ -383,7 +367,7 @@ mod tests {
             let narrow = Q4Linear::with_layout(dtype, &raw, 1, k, None, false).unwrap();
             let fast = Q4Linear::with_layout(dtype, &raw, 1, k, None, true).unwrap();
             let x = Q8Rows::quantize(&data(3 * k, 4), k);
-            let plain = dot(narrow.row(0), std::array::from_fn::<_, 3, _>(|j| x.row_with_sums(j)));
+            let plain = dot(&narrow.rows, std::array::from_fn::<_, 3, _>(|j| x.row_with_sums(j)));
             let wide = dot_vnni::<3>(fast.row(0), x.panel(0, 3));
             for (a, b) in plain.iter().zip(wide) {
                 assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{dtype:?}, k {k}: {a} vs {b}");

@@ -39,10 +39,15 @@ pub(super) fn wide_split(blocks: usize) -> (usize, usize) {
     (blocks / WIDE, (blocks % WIDE).div_ceil(2))
 }
 
-/// Whether this CPU has AVX-512 with VNNI (F, BW, VL and VNNI), detected once.
+/// Whether the VNNI kernels run: this CPU has AVX-512 with VNNI (F, BW, VL and VNNI),
+/// detected once, and `SRLM_KERNELS` is not `avx2` (which keeps the AVX2 kernels, whose
+/// numbers are the same on every x86-64-v3 machine).
 pub fn vnni() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
+        if std::env::var("SRLM_KERNELS").is_ok_and(|v| v == "avx2") {
+            return false;
+        }
         #[cfg(target_arch = "x86_64")]
         return is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512bw")
