@@ -82,7 +82,7 @@ pids+=($!)
 wait_up "http://127.0.0.1:$SRLM_PORT/health"
 wait_up "http://127.0.0.1:$LLAMA_PORT/health"
 weights=$(curl -s "http://127.0.0.1:$SRLM_PORT/ready" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("weights", "?"))')
-kernels=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/srlm.log" | grep -o 'kernels=[a-z0-9-]*' | head -1 | cut -d= -f2)
+kernels=$(sed 's/\x1b\[[0-9;]*m//g' "$OUT/srlm.log" | grep -o 'kernels="\?[a-z0-9-]*' | head -1 | cut -d= -f2 | tr -d '"')
 {
     echo "model=$MODEL llama-cpp-python=$VERSION rounds=$ROUNDS levels=$LEVELS max_tokens=$MAX_TOKENS threads=$THREADS"
     echo "srlm=$(git describe --always --dirty) srlm_args='$SRLM_ARGS' srlm_weights='$weights' srlm_kernels='${kernels:-?}' cpu='$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)'"
