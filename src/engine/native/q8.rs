@@ -4,15 +4,16 @@
 //! scale per block. Each thread takes a run of weight rows and multiplies every one of
 //! them with all activation rows while it is in cache (candle's quantized matmul loops
 //! over activation rows outermost and streams the weights once per row), up to four
-//! activation rows per weight load. Every output element is computed by the same
-//! sequence of operations whatever the batch holds — so a sequence gets bit-identical
-//! logits alone or batched.
+//! activation rows per weight load (eight with VNNI). Every output element is computed by
+//! the same sequence of operations whatever the batch holds — so a sequence gets
+//! bit-identical logits alone or batched.
 //!
-//! Where the CPU has AVX-512 VNNI, the kernels take two blocks (64 bytes) per
-//! instruction with `vpdpbusd` (unsigned × signed bytes summed into 32-bit lanes), chosen
-//! once at run time: the build targets AVX2, which every x86 server since ~2015 has.
-//! Either path gives the same numbers alone and batched; the two paths differ from each
-//! other by float rounding only.
+//! Where the CPU has AVX-512 VNNI, kernels chosen once at run time (the build targets
+//! AVX2, which every x86 server since ~2015 has) take 64 bytes per `vpdpbusd` (unsigned ×
+//! signed bytes summed four at a time into 32-bit lanes): runs of sixteen blocks laid out
+//! so that each block's products gather in a lane of its own ([`interleave`]), then the
+//! rest two blocks at a time. Either path gives the same numbers alone and batched; the
+//! two differ from each other by float rounding only.
 
 use std::sync::OnceLock;
 
