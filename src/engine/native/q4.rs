@@ -66,7 +66,7 @@ impl Q4Linear {
             GgmlDType::Q4_1 => 20,
             other => bail!("no 4-bit kernel for {other:?}"),
         };
-        if k % BLOCK != 0 {
+        if !k.is_multiple_of(BLOCK) {
             bail!("row length {k} is not a multiple of {BLOCK}");
         }
         let per_row = k / BLOCK * stored;
