@@ -5,8 +5,8 @@
 //! being d·q + m (Q4_1 as stored; Q4_0's d·(q − 8) is m = −8d). Against an activation
 //! block x ≈ e·p (p in i8) the dot product is d·e·Σq·p + m·e·Σp: one integer dot product
 //! per block (unsigned × signed bytes, which AVX2's `maddubs` and VNNI's `vpdpbusd` take
-//! as they are) and the block's quantized sum, kept with the quantized activations. The
-//! second part is a short dot product over the row's blocks, taken once per row pair.
+//! as they are) and the block's quantized sum, kept with the quantized activations (the
+//! VNNI kernel takes that second part as one short dot product over the row's blocks).
 //!
 //! For the AVX2 kernel the blocks stay as the file has them (d, m, 16 bytes of values).
 //! For the VNNI kernel a row is regrouped when loaded: its blocks' d, then their m (f16
