@@ -197,13 +197,7 @@ fn dot<const N: usize>(w: &[u8], xs: [Row; N]) -> [f32; N] {
                 sums[j] = m.mul_add(xs[b], sums[j]);
             }
         }
-        std::array::from_fn(|j| {
-            let a = acc[j];
-            let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s) + sums[j]
-        })
+        std::array::from_fn(|j| super::q8::hsum256(acc[j]) + sums[j])
     }
 }
 
@@ -287,7 +281,7 @@ mod avx512 {
             }
         }
         let (xq, xd) = (xq.add(N * runs * WIDE * BLOCK), xd.add(N * runs * WIDE));
-        let index = pair_index(0);
+        let index = pair_index();
         for p in 0..pairs {
             // SAFETY (all reads): pair p's 32 bytes of values and 4 of scales are inside
             // `w`; pair p of each row (64 values, 16 scales) inside the panel.

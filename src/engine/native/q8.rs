@@ -242,16 +242,12 @@ impl Q8Linear {
 pub(super) const GROUP: usize = 4;
 pub(super) const VNNI_GROUP: usize = 8;
 
-/// `dst.copy_from_slice(&dot(w, [xs[0], …]))` for the one to [`VNNI_GROUP`] rows `xs` holds
-/// (the kernels take the number of activation rows as a constant).
+/// `dst.copy_from_slice(&dot(w, [xs[0], …]))` for the one to [`GROUP`] rows `xs` holds
+/// (the AVX2 kernels take the number of activation rows as a constant).
 macro_rules! dot_rows {
     ($dot:ident, $w:expr, $xs:expr, $dst:expr) => {{
         let (xs, dst) = ($xs, $dst);
         match xs.len() {
-            8 => dst.copy_from_slice(&$dot($w, <[_; 8]>::try_from(xs).unwrap())),
-            7 => dst.copy_from_slice(&$dot($w, <[_; 7]>::try_from(xs).unwrap())),
-            6 => dst.copy_from_slice(&$dot($w, <[_; 6]>::try_from(xs).unwrap())),
-            5 => dst.copy_from_slice(&$dot($w, <[_; 5]>::try_from(xs).unwrap())),
             4 => dst.copy_from_slice(&$dot($w, <[_; 4]>::try_from(xs).unwrap())),
             3 => dst.copy_from_slice(&$dot($w, <[_; 3]>::try_from(xs).unwrap())),
             2 => dst.copy_from_slice(&$dot($w, <[_; 2]>::try_from(xs).unwrap())),
@@ -316,6 +312,16 @@ pub(super) fn matmul(out: usize, rows: usize, group: usize, dots: impl Fn(usize,
     y
 }
 
+/// Sum of a 256-bit vector's lanes, in the one fixed order every kernel reduces in.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+pub(super) fn hsum256(a: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
 /// Dot products of one weight row with `N` activation rows. Each result depends only on
 /// its own two rows: the rows share the weight loads, not the arithmetic.
 #[cfg(target_feature = "avx2")]
@@ -337,13 +343,7 @@ fn dot<const N: usize>(w: (&[i8], &[f32]), xs: [(&[i8], &[f32]); N]) -> [f32; N]
                 *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_set1_ps(wd[b] * xd[b]), *acc);
             }
         }
-        acc.map(|a| {
-            let hi = _mm256_extractf128_ps(a, 1);
-            let s = _mm_add_ps(_mm256_castps256_ps128(a), hi);
-            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-            _mm_cvtss_f32(s)
-        })
+        acc.map(|a| hsum256(a))
     }
 }
 
@@ -364,22 +364,13 @@ fn dot_vnni<const N: usize>(w: (&[i8], &[f32]), xs: Panel) -> [f32; N] {
 pub(super) mod avx512 {
     use std::arch::x86_64::*;
 
-    use super::{Panel, BLOCK, WIDE};
+    use super::{hsum256, Panel, BLOCK, WIDE};
 
-    /// Lanes 0–7 take element `first` of a 128-bit vector, lanes 8–15 the next: a pair of
+    /// Lanes 0–7 take element 0 of a 128-bit vector, lanes 8–15 element 1: a pair of
     /// blocks' two scales spread over their 16 lanes.
     #[target_feature(enable = "avx512f")]
-    pub(in super::super) fn pair_index(first: i32) -> __m512i {
-        let (a, b) = (first, first + 1);
-        _mm512_setr_epi32(a, a, a, a, a, a, a, a, b, b, b, b, b, b, b, b)
-    }
-
-    /// Sum of a 256-bit vector's lanes, in a fixed order.
-    #[target_feature(enable = "avx2")]
-    fn hsum256(a: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    pub(in super::super) fn pair_index() -> __m512i {
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
     }
 
     /// Dot products of one Q8 weight row (runs [`interleave`]d) with a panel of `N`
@@ -417,7 +408,7 @@ pub(super) mod avx512 {
         }
         let (xq, xd) = (xq.add(N * runs * WIDE * BLOCK), xd.add(N * runs * WIDE));
         let rest = blocks - runs * WIDE;
-        let index = pair_index(0);
+        let index = pair_index();
         for p in 0..rest / 2 {
             // SAFETY (all reads): blocks b and b + 1 and their scales are inside the
             // weight row; pair p of each row inside the panel.
