@@ -14,6 +14,8 @@ scripts/postgres.sh srlm_test
 # install it, so that the trainer tests cover that path (without it they cover the gemm crate's).
 ldconfig -p | grep -c 'libopenblas\.so\.0' >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libopenblas0-pthread >/dev/null; }
 python3 -c 'import openai' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore 'openai>=1.40'
+# vendor/mistralrs-core is crates.io's 0.8.1 plus vendor/patches/ and nothing else.
+scripts/vendor.sh --check
 # The tree is formatted as rustfmt.toml says (where rustfmt is installed).
 if cargo fmt --version >/dev/null 2>&1; then cargo fmt --check; fi
 # Unit tests, engine tests, and the HTTP suite on the native engine (the CPU default)…
