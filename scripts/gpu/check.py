@@ -48,6 +48,10 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.join(REPO, "scripts", "gpu")
 H200_BANDWIDTH = 4.8e12  # bytes/s, datasheet
+# mistralrs's engine logs this every 5 s: how many sequences its scheduler last kept running
+# (decoding together) and waiting. Before the vendored scheduler patch a decode step ran only
+# the shortest length group of them.
+SCHEDULER_LINE = re.compile(r"Throughput \(T/s\) ([0-9.]+).*?(\d+) running, (\d+) waiting")
 ADMIN_TOKEN = "gpu-check-admin"
 # src/bench/chat.rs DEFAULT_PROMPTS: the HF anchor renders the same prompts.
 BENCH_PROMPTS = [
@@ -748,6 +752,7 @@ class Check:
         path = os.path.join(self.work, "bench-profile.json")
         argv = [self.srlm, "bench", "chat", "--url", self.server_url, "--concurrency", c, "--requests", c,
                 "--max-tokens", tokens, "--temperature", "0", "--ignore-eos", "--time-limit-s", 60, "--label", "profile", "--out", path]
+        since = self.log_offset()
         load = subprocess.Popen([str(a) for a in argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=self.srlm_env)
         try:
             time.sleep(3)
@@ -790,18 +795,45 @@ class Check:
         bench = json.load(open(path))[0] if os.path.exists(path) else {}
         top = busy[:10]
         self.log("   busiest server threads (% of one core): " + ", ".join(f"{n} {p}" for p, n, _ in top[:6]))
-        self.log(f"   GPU utilization samples: {util}; c={c}: {bench.get('tokens_per_s', 0):.1f} tok/s")
+        sched = self.scheduler_counts(since)
+        self.log(f"   GPU utilization samples: {util}; c={c}: {bench.get('tokens_per_s', 0):.1f} tok/s; "
+                 f"mistralrs running/waiting samples: {sched}")
         return {"threads": [{"name": n, "tid": t, "cpu_pct": p} for p, n, t in top], "cpu_pct_by_name": by_name,
                 "total_cpu_pct": round(sum(p for p, _, _ in busy), 1), "gpu_util_pct": util,
-                "tokens_per_s": bench.get("tokens_per_s"), "concurrency": c}
+                "tokens_per_s": bench.get("tokens_per_s"), "concurrency": c, "scheduler": sched}
 
     # -- serving throughput --
+    def log_offset(self):
+        try:
+            return os.path.getsize(self.server_log)
+        except (AttributeError, OSError):
+            return 0
+
+    def scheduler_counts(self, since):
+        """mistralrs's own interval lines in serve.log after byte `since`: sequences running
+        together and waiting, as its scheduler last left them (one sample per 5 s)."""
+        try:
+            with open(self.server_log, "rb") as f:
+                f.seek(since)
+                text = re.sub(r"\x1b\[[0-9;]*m", "", f.read().decode("utf-8", "replace"))
+        except (AttributeError, OSError):
+            return None
+        rows = [(int(m.group(2)), int(m.group(3))) for m in SCHEDULER_LINE.finditer(text)]
+        if not rows:
+            return None
+        running = sorted(r for r, _ in rows)
+        return {"samples": len(rows), "running": [r for r, _ in rows][:24], "running_median": running[len(running) // 2],
+                "running_max": running[-1], "waiting_max": max(w for _, w in rows)}
+
     def bench_level(self, c, requests, max_tokens, label, time_limit=240):
         path = os.path.join(self.work, f"bench-{label}-c{c}.json")
+        since = self.log_offset()
         self.run(f"bench chat c={c}", [self.srlm, "bench", "chat", "--url", self.server_url, "--concurrency", c,
                                        "--requests", requests, "--max-tokens", max_tokens, "--temperature", "0", "--ignore-eos",
                                        "--time-limit-s", time_limit, "--label", label, "--out", path], time_limit + 60)
-        return json.load(open(path))[0]
+        result = json.load(open(path))[0]
+        result["scheduler"] = self.scheduler_counts(since)
+        return result
 
     def bw_fraction(self, tok_s, c, prompt_tokens=45, max_tokens=128):
         wb = self.model_info.get("weight_bytes")
@@ -823,7 +855,9 @@ class Check:
             r["gpu_peak_gib"] = gib(self.mem_peak_since(t))
             r["bandwidth_fraction"] = self.bw_fraction(r["tokens_per_s"], c, max_tokens=mt)
             levels.append(r)
-            self.log(f"   c={c}: {r['tokens_per_s']:.1f} tok/s, p50 {r['latency_p50_s']:.2f} s, p99 {r['latency_p99_s']:.2f} s, ttft p50 {r['ttft_p50_s']:.3f} s, errors {r['errors']}")
+            self.log(f"   c={c}: {r['tokens_per_s']:.1f} tok/s, p50 {r['latency_p50_s']:.2f} s, p99 {r['latency_p99_s']:.2f} s, ttft p50 {r['ttft_p50_s']:.3f} s, errors {r['errors']}, "
+                     f"mistralrs running (median/max of {(r['scheduler'] or {}).get('samples', 0)} samples) "
+                     f"{(r['scheduler'] or {}).get('running_median')}/{(r['scheduler'] or {}).get('running_max')}")
         own, used = self.server_mem()
         self.one_model_mem = (own, used)
         return {"levels": levels, "max_tokens": mt, "server_gpu_gib_after": gib(own), "gpu_used_gib_after": gib(used),

@@ -2,7 +2,7 @@
 //! The primary method `schedule` returns the batched sequences as inputs.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{atomic::Ordering, Arc, Mutex},
 };
 
@@ -56,6 +56,10 @@ pub struct PagedAttentionScheduler {
     seq_block_hashes: HashMap<usize, Vec<BlockHash>>,
     /// Per-sequence waitlist counter for starvation detection.
     waiting_counts: HashMap<usize, usize>,
+    /// srlm patch: the sequences that were running when this scheduling pass began. Each has
+    /// run a step, so the KV of all its tokens but the last sampled one is written; a
+    /// sequence scheduled in this pass has none written yet.
+    ran_before_pass: HashSet<usize>,
 }
 
 impl PagedAttentionScheduler {
@@ -74,6 +78,7 @@ impl PagedAttentionScheduler {
             prefix_caching_enabled: true,
             seq_block_hashes: HashMap::new(),
             waiting_counts: HashMap::new(),
+            ran_before_pass: HashSet::new(),
         }
     }
 
@@ -184,6 +189,11 @@ impl PagedAttentionScheduler {
     }
 
     pub fn schedule(&mut self, logger: &IntervalLogger) -> PagedAttentionSchedulerOutput {
+        self.ran_before_pass = self
+            .running
+            .iter()
+            .map(|seq| *get_mut_arcmutex!(seq).id())
+            .collect();
         let mut scheduled: VecDeque<Arc<Mutex<Sequence>>> = VecDeque::new();
         let mut for_waiting_again: VecDeque<Arc<Mutex<Sequence>>> = VecDeque::new();
         while !self.waiting.is_empty() {
@@ -448,13 +458,14 @@ impl PagedAttentionScheduler {
         self.running
             .retain(|seq| !get_mut_arcmutex!(seq).is_finished_paged_attn());
 
-        // Cache and free blocks for finished sequences
+        // Cache and free blocks for finished sequences (srlm patch: the last sampled token
+        // was never fed, so its KV slot is unwritten)
         if self.prefix_caching_enabled {
             for (id, tokens, mm_features) in &finished {
                 self.ensure_block_hashes(*id, tokens, mm_features);
                 let block_hashes = self.seq_block_hashes.get(id).cloned().unwrap_or_default();
                 let mut kv_mgr = get_mut_arcmutex!(self.kv_cache_manager);
-                kv_mgr.cache_blocks(*id, &block_hashes, tokens.len());
+                kv_mgr.cache_blocks(*id, &block_hashes, tokens.len().saturating_sub(1));
                 drop(kv_mgr);
             }
         }
@@ -490,10 +501,19 @@ impl PagedAttentionScheduler {
             .cloned()
             .unwrap_or_default();
 
-        // Cache all full blocks and free, blocks stay in cache for LRU reuse
+        // Cache the full blocks whose KV is written and free, blocks stay in cache for LRU
+        // reuse. srlm patch: a sequence scheduled in this pass and preempted before its step
+        // (a prompt of another length) has nothing written beyond its prefix-cache hits,
+        // which are cached already; caching its blocks by `tokens.len()` handed later
+        // prompts blocks of unwritten KV as hits.
+        let computed = if self.ran_before_pass.contains(&seq_id) {
+            tokens.len().saturating_sub(1)
+        } else {
+            0
+        };
         let mut kv_mgr = get_mut_arcmutex!(self.kv_cache_manager);
         if self.prefix_caching_enabled {
-            kv_mgr.cache_blocks(seq_id, &block_hashes, tokens.len());
+            kv_mgr.cache_blocks(seq_id, &block_hashes, computed);
         }
         kv_mgr.free(seq_id);
         drop(kv_mgr);
