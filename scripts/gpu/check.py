@@ -122,6 +122,19 @@ def gib(b):
     return None if b is None else round(b / 2**30, 3)
 
 
+def find_file(name, roots, deadline):
+    """The first file called `name` under `roots`, walked without following links to
+    folders (a recursive glob follows them: a tree with a link back up never ends), until
+    `deadline` (time.time())."""
+    for root in roots:
+        for d, _, files in os.walk(root, followlinks=False):
+            if name in files:
+                return os.path.join(d, name)
+            if time.time() > deadline:
+                return None
+    return None
+
+
 def last_json(text):
     """The last line of `text` that parses as a JSON object or list."""
     for line in reversed(text.strip().splitlines()):
@@ -456,12 +469,11 @@ class Check:
         missing = sorted({line.split()[0] for line in ldd.splitlines() if "not found" in line})
         if missing:  # look for them (the driver's libcuda.so.1 above all) where drivers and toolkits keep them
             found = []
+            roots = ["/usr/local/nvidia"] + sorted(glob.glob("/usr/local/cuda*")) + ["/usr/lib", "/usr/lib64", "/opt"]
             for name in missing:
-                for pattern in ("/usr/local/nvidia/**/", "/usr/lib/**/", "/usr/local/cuda*/**/", "/opt/**/"):
-                    hits = glob.glob(pattern + name, recursive=True)
-                    if hits:
-                        found.append(os.path.dirname(hits[0]))
-                        break
+                hit = find_file(name, roots, time.time() + 20)
+                if hit:
+                    found.append(os.path.dirname(hit))
             if found:
                 self.srlm_env["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(found)) + ":" + self.srlm_env["LD_LIBRARY_PATH"]
                 dirs = list(dict.fromkeys(found)) + dirs

@@ -36,7 +36,9 @@ pub struct MistralEngine {
 }
 
 /// The paged KV cache on a GPU: room for every sequence of `max_seqs` at 4096 tokens
-/// unless `--kv-cache-tokens` says otherwise.
+/// unless `--kv-cache-tokens` says otherwise. On a GPU mistralrs also logs, every 5 s while
+/// it generates, its tokens/s and how many sequences run together and wait
+/// (`with_throughput_logging`; the GPU check reads those lines).
 fn paged_attention(opts: &EngineOptions) -> Result<mistralrs::PagedAttentionConfig> {
     let tokens = opts.kv_cache_tokens.unwrap_or(opts.max_seqs.max(1) * 4096);
     tracing::info!(kv_cache_tokens = tokens, "paged attention");
@@ -72,7 +74,7 @@ impl MistralEngine {
                 .with_prefix_cache_n(prefix_cache)
                 .with_device(device.clone());
             if !on_cpu {
-                builder = builder.with_paged_attn(paged_attention(opts)?);
+                builder = builder.with_paged_attn(paged_attention(opts)?).with_throughput_logging();
             }
             (builder.build().await?, "gguf", vocab, weights)
         } else {
@@ -81,7 +83,7 @@ impl MistralEngine {
                 .with_prefix_cache_n(prefix_cache)
                 .with_device(device.clone());
             if !on_cpu {
-                builder = builder.with_paged_attn(paged_attention(opts)?);
+                builder = builder.with_paged_attn(paged_attention(opts)?).with_throughput_logging();
             }
             let model = builder.build().await?;
             let vocab = if path.is_dir() { Vocab::for_model(&path)? } else { Vocab::from_tokenizer_json(&hub_tokenizer(&opts.model)?)? };
