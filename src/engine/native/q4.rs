@@ -22,7 +22,7 @@ use anyhow::{bail, Result};
 use candle_core::quantized::GgmlDType;
 use half::f16;
 
-use super::q8::{dot_rows, interleave, matmul, panel_rows, vnni, wide_split, Panel, Q8Rows, BLOCK, GROUP, VNNI_GROUP, WIDE};
+use super::q8::{dot_rows, interleave, matmul, panel_row_len, panel_rows, vnni, wide_split, Panel, Q8Rows, BLOCK, GROUP, VNNI_GROUP, WIDE};
 
 /// Bytes per block in either layout: d and m as f16, 16 bytes of values.
 const BYTES: usize = 20;
@@ -224,9 +224,9 @@ fn dot<const N: usize>(w: &[u8], xs: [Row; N]) -> [f32; N] {
 /// [`dot`] with VNNI, against a panel of `N` activation rows.
 fn dot_vnni<const N: usize>(w: WeightRow, xs: Panel) -> [f32; N] {
     assert!(vnni());
-    let (runs, pairs) = wide_split(xs.blocks);
-    let padded = runs * WIDE + pairs * 2;
-    assert!(xs.q.len() == N * (runs * WIDE * BLOCK + pairs * 2 * BLOCK) && xs.d.len() == N * (runs * WIDE + pairs * 16));
+    let (q_row, d_row) = panel_row_len(xs.blocks);
+    let padded = Q4Linear::padded_blocks(xs.blocks * BLOCK);
+    assert!(xs.q.len() == N * q_row && xs.d.len() == N * d_row);
     assert!(xs.sums.len() == N * xs.blocks && w.q.len() == padded * 16 && w.d.len() == padded * 2 && w.m.len() == padded * 2);
     // SAFETY: the CPU has AVX-512 F/BW/VL and VNNI, and the lengths fit (checked above).
     #[cfg(target_arch = "x86_64")]

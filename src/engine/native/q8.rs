@@ -79,7 +79,17 @@ pub struct Q8Rows {
 }
 
 impl Q8Rows {
+    /// `x`'s rows quantized, with the VNNI kernels' panels where they run.
     pub fn quantize(x: &[f32], k: usize) -> Self {
+        let mut x = Self::blocks(x, k);
+        if vnni() {
+            x.make_panels();
+        }
+        x
+    }
+
+    /// `x`'s rows quantized, without panels (a weight matrix needs none).
+    fn blocks(x: &[f32], k: usize) -> Self {
         assert_eq!(k % BLOCK, 0, "row length {k} is not a multiple of {BLOCK}");
         let rows = x.len() / k;
         let mut q = vec![0i8; x.len()];
@@ -102,17 +112,13 @@ impl Q8Rows {
         } else {
             q.par_chunks_mut(BLOCK).zip(d.par_iter_mut().zip(sums.par_iter_mut())).zip(x.par_chunks(BLOCK)).for_each(block);
         }
-        let mut x = Self { q, d, sums, panel_q: Vec::new(), panel_d: Vec::new(), rows, k };
-        if vnni() {
-            x.make_panels();
-        }
-        x
+        Self { q, d, sums, panel_q: Vec::new(), panel_d: Vec::new(), rows, k }
     }
 
     fn make_panels(&mut self) {
         let (nb, k) = (self.k / BLOCK, self.k);
-        let (runs, pairs) = wide_split(nb);
-        let (q_row, d_row) = (runs * WIDE * BLOCK + pairs * 2 * BLOCK, runs * WIDE + pairs * 16);
+        let runs = wide_split(nb).0;
+        let (q_row, d_row) = panel_row_len(nb);
         self.panel_q = vec![0; self.rows * q_row];
         self.panel_d = vec![0.0; self.rows * d_row];
         for r in 0..self.rows {
@@ -158,7 +164,7 @@ impl Q8Rows {
     pub(super) fn panel(&self, first: usize, n: usize) -> Panel<'_> {
         debug_assert_eq!(self.panel_of(first), (first, n));
         let nb = self.k / BLOCK;
-        let (q_row, d_row) = (self.panel_q.len() / self.rows, self.panel_d.len() / self.rows);
+        let (q_row, d_row) = panel_row_len(nb);
         Panel {
             q: &self.panel_q[first * q_row..(first + n) * q_row],
             d: &self.panel_d[first * d_row..(first + n) * d_row],
@@ -178,6 +184,13 @@ impl Q8Rows {
         let (q, d) = self.row(r);
         (q, d, &self.sums[r * nb..(r + 1) * nb])
     }
+}
+
+/// The values and the scales one row of `blocks` blocks takes in a panel: its runs and
+/// its pairs (an odd last block padded to a pair), each pair's scales eight times over.
+pub(super) fn panel_row_len(blocks: usize) -> (usize, usize) {
+    let (runs, pairs) = wide_split(blocks);
+    (runs * WIDE * BLOCK + pairs * 2 * BLOCK, runs * WIDE + pairs * 16)
 }
 
 /// Activation rows laid out for the VNNI kernels (see [`Q8Rows::panel`]).
@@ -210,7 +223,7 @@ impl Q8Linear {
     fn with_layout(w: &[f32], out: usize, k: usize, wide: bool) -> Self {
         assert_eq!(w.len(), out * k);
         // Block sums serve activations against 4-bit weights; a weight matrix keeps none.
-        let mut w = Q8Rows { sums: Vec::new(), panel_q: Vec::new(), panel_d: Vec::new(), ..Q8Rows::quantize(w, k) };
+        let mut w = Q8Rows { sums: Vec::new(), ..Q8Rows::blocks(w, k) };
         if wide {
             let runs = wide_split(k / BLOCK).0;
             for row in w.q.chunks_exact_mut(k) {
@@ -351,8 +364,8 @@ fn dot<const N: usize>(w: (&[i8], &[f32]), xs: [(&[i8], &[f32]); N]) -> [f32; N]
 fn dot_vnni<const N: usize>(w: (&[i8], &[f32]), xs: Panel) -> [f32; N] {
     assert!(vnni());
     assert!(w.0.len() == xs.blocks * BLOCK && w.1.len() == xs.blocks);
-    let (runs, pairs) = wide_split(xs.blocks);
-    assert!(xs.q.len() == N * (runs * WIDE * BLOCK + pairs * 2 * BLOCK) && xs.d.len() == N * (runs * WIDE + pairs * 16));
+    let (q_row, d_row) = panel_row_len(xs.blocks);
+    assert!(xs.q.len() == N * q_row && xs.d.len() == N * d_row);
     // SAFETY: the CPU has AVX-512 F/BW/VL and VNNI, and the lengths fit (checked above).
     #[cfg(target_arch = "x86_64")]
     return unsafe { avx512::dot(w, xs) };
