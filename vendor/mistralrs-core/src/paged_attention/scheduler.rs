@@ -189,11 +189,15 @@ impl PagedAttentionScheduler {
     }
 
     pub fn schedule(&mut self, logger: &IntervalLogger) -> PagedAttentionSchedulerOutput {
-        self.ran_before_pass = self
-            .running
-            .iter()
-            .map(|seq| *get_mut_arcmutex!(seq).id())
-            .collect();
+        // Only `_preempt`'s prefix caching reads it.
+        self.ran_before_pass = if self.prefix_caching_enabled {
+            self.running
+                .iter()
+                .map(|seq| *get_mut_arcmutex!(seq).id())
+                .collect()
+        } else {
+            HashSet::new()
+        };
         let mut scheduled: VecDeque<Arc<Mutex<Sequence>>> = VecDeque::new();
         let mut for_waiting_again: VecDeque<Arc<Mutex<Sequence>>> = VecDeque::new();
         while !self.waiting.is_empty() {
