@@ -122,17 +122,18 @@ def gib(b):
     return None if b is None else round(b / 2**30, 3)
 
 
-def find_file(name, roots, deadline):
-    """The first file called `name` under `roots`, walked without following links to
-    folders (a recursive glob follows them: a tree with a link back up never ends), until
-    `deadline` (time.time())."""
+def find_files(names, roots, deadline):
+    """The folder of the first file of each of `names` under `roots`, in one walk that
+    follows no links to folders (a recursive glob follows them: a tree with a link back
+    up never ends), until all are found or `deadline` (time.time()) passes."""
+    found = {}
     for root in roots:
         for d, _, files in os.walk(root, followlinks=False):
-            if name in files:
-                return os.path.join(d, name)
-            if time.time() > deadline:
-                return None
-    return None
+            for name in set(names).intersection(files).difference(found):
+                found[name] = d
+            if len(found) == len(names) or time.time() > deadline:
+                return found
+    return found
 
 
 def last_json(text):
@@ -468,12 +469,9 @@ class Check:
         ldd = run_ldd()
         missing = sorted({line.split()[0] for line in ldd.splitlines() if "not found" in line})
         if missing:  # look for them (the driver's libcuda.so.1 above all) where drivers and toolkits keep them
-            found = []
             roots = ["/usr/local/nvidia"] + sorted(glob.glob("/usr/local/cuda*")) + ["/usr/lib", "/usr/lib64", "/opt"]
-            for name in missing:
-                hit = find_file(name, roots, time.time() + 20)
-                if hit:
-                    found.append(os.path.dirname(hit))
+            hits = find_files(missing, roots, time.time() + 20)
+            found = [hits[name] for name in missing if name in hits]
             if found:
                 self.srlm_env["LD_LIBRARY_PATH"] = ":".join(dict.fromkeys(found)) + ":" + self.srlm_env["LD_LIBRARY_PATH"]
                 dirs = list(dict.fromkeys(found)) + dirs
@@ -867,9 +865,9 @@ class Check:
             r["gpu_peak_gib"] = gib(self.mem_peak_since(t))
             r["bandwidth_fraction"] = self.bw_fraction(r["tokens_per_s"], c, max_tokens=mt)
             levels.append(r)
+            sched = r["scheduler"] or {}
             self.log(f"   c={c}: {r['tokens_per_s']:.1f} tok/s, p50 {r['latency_p50_s']:.2f} s, p99 {r['latency_p99_s']:.2f} s, ttft p50 {r['ttft_p50_s']:.3f} s, errors {r['errors']}, "
-                     f"mistralrs running (median/max of {(r['scheduler'] or {}).get('samples', 0)} samples) "
-                     f"{(r['scheduler'] or {}).get('running_median')}/{(r['scheduler'] or {}).get('running_max')}")
+                     f"mistralrs running (median/max of {sched.get('samples', 0)} samples) {sched.get('running_median')}/{sched.get('running_max')}")
         own, used = self.server_mem()
         self.one_model_mem = (own, used)
         return {"levels": levels, "max_tokens": mt, "server_gpu_gib_after": gib(own), "gpu_used_gib_after": gib(used),
